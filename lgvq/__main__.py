@@ -1,0 +1,5 @@
+import sys
+
+from lgvq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""Typed configs: dataclass schemas, filled from YAML files and dotted command-line overrides.
+
+    cfg = load_config(TokenizerRunConfig, "configs/tokenizer/vqgan_shapes.yaml", ["train.max_steps=200"])
+
+An unknown key or a value of the wrong type raises `ConfigError` naming the key and, for unknown
+keys, the closest valid names. OmegaConf does the merging and type conversion; the checks here
+only make its errors readable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class DataConfig:
+    """Where images and captions come from and how they are prepared."""
+
+    source: str = "shapes"  # shapes | folder | hub
+    path: str | None = None  # folder path (source=folder) or hub dataset id (source=hub)
+    image_size: int = 64
+    # shapes only
+    num_train: int = 20000
+    num_val: int = 500
+    seed: int = 0
+    two_object_fraction: float = 0.5
+    # folder / hub
+    train_split: str = "train"
+    val_split: str = "validation"
+    image_column: str = "image"
+    caption_column: str = "auto"  # auto: `text`, then `captions`
+    label_column: str | None = None  # auto-detects `label` when None
+    streaming: bool = False
+    shuffle_buffer: int = 1000  # streaming shuffle buffer
+    # preprocessing
+    resize: int | None = None  # shorter side before the crop; None = image_size
+    crop: str = "center"  # center | random | none
+    flip: bool = False  # horizontal flips; note they swap left/right in relation captions
+    strict: bool = False  # an unreadable image is an error instead of being skipped and counted
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """The shared training loop (lgvq.training.Trainer)."""
+
+    output_dir: str = "runs/tokenizer"
+    max_steps: int = 2000
+    batch_size: int = 16  # per process
+    grad_accum: int = 1
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # 0 disables
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    ema_decay: float = 0.0  # 0 disables EMA weights
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 500  # reconstruction grid PNGs; 0 disables
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    num_threads: int = 0  # torch CPU threads per process; 0 = torch's default
+
+
+def _schema_keys(schema: type) -> dict[str, Any]:
+    return {f.name: f for f in dataclasses.fields(schema)}
+
+
+def _nested_schema(f: dataclasses.Field) -> type | None:
+    t = f.type
+    if isinstance(t, str):  # postponed annotations: resolve through the default factory
+        if f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            return type(value) if dataclasses.is_dataclass(value) else None
+        return None
+    return t if dataclasses.is_dataclass(t) else None
+
+
+def check_keys(schema: type, values: dict, prefix: str = "") -> None:
+    """Raise ConfigError for any key of `values` that `schema` does not define."""
+    fields = _schema_keys(schema)
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            valid = ", ".join(prefix + k for k in fields)
+            raise ConfigError(f"unknown config key '{full}'{hint} Valid keys here: {valid}")
+        nested = _nested_schema(fields[key])
+        if nested is not None and isinstance(value, dict):
+            check_keys(nested, value, prefix=f"{full}.")
+
+
+def _dotlist_to_dict(overrides: list[str]) -> dict:
+    out: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.max_steps=200)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> T:
+    """Build a `schema` instance from defaults, then `base`, then the YAML file, then `key=value`
+    overrides (each later layer wins)."""
+    layers: list[tuple[str, dict]] = [("base config", base)] if base else []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+        layers.append((str(path), data))
+    if overrides:
+        layers.append(("command line", _dotlist_to_dict(overrides)))
+    merged = OmegaConf.structured(schema)
+    for origin, data in layers:
+        try:
+            check_keys(schema, data)
+        except ConfigError as e:
+            raise ConfigError(f"{origin}: {e}") from None
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.create(data))
+        except OmegaConfBaseException as e:
+            key = getattr(e, "full_key", None) or "?"
+            msg = str(e).split("\n")[0]
+            raise ConfigError(f"{origin}: bad value for config key '{key}': {msg}") from None
+    return OmegaConf.to_object(merged)
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Write the resolved config, so the run can be repeated with `--config path`."""
+    Path(path).write_text(to_yaml(cfg))

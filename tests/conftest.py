@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny configs that train in seconds on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_TOKENIZER = {
+    "name": "tiny",
+    "data": {"source": "shapes", "image_size": 32, "num_train": 64, "num_val": 16},
+    "model": {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "z_channels": 16,
+              "embed_dim": 16, "norm_groups": 8, "codebook_size": 64, "codebook_dim": 4, "l2_norm": True,
+              "usage_window": 4, "dead_code_restart": True, "restart_every": 2},
+    "loss": {"rec_loss": "l1", "disc_weight": 0.8, "disc_start": 2, "disc_ndf": 8, "disc_layers": 2},
+    "train": {"max_steps": 6, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "log_every": 2,
+              "sample_every": 3, "checkpoint_every": 2, "keep_checkpoints": 2, "num_threads": 1},
+}
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    """A tiny tokenizer config whose run directory lives under tmp_path."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_TOKENIZER.items()}
+    data["train"]["output_dir"] = str(tmp_path / "run")
+    return write_config(tmp_path / "tiny.yaml", data)

@@ -1,0 +1,48 @@
+import pytest
+
+from lgvq.config import ConfigError, load_config, save_config
+from lgvq.tokenizers.config import TokenizerRunConfig
+from tests.conftest import REPO
+
+
+def test_yaml_and_dotted_overrides_are_typed():
+    cfg = load_config(TokenizerRunConfig, REPO / "configs/tokenizer/vqgan_shapes.yaml",
+                      ["train.max_steps=200", "train.lr=1e-3", "model.ch_mult=[1,2]", "data.flip=true"])
+    assert cfg.train.max_steps == 200 and isinstance(cfg.train.max_steps, int)
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.model.ch_mult == [1, 2]
+    assert cfg.data.flip is True
+
+
+def test_unknown_override_names_key_and_closest_names():
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizerRunConfig, None, ["train.max_step=5"])
+    msg = str(e.value)
+    assert "train.max_step" in msg and "did you mean train.max_steps" in msg
+
+
+def test_unknown_section_and_file_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'trian'.*did you mean train"):
+        load_config(TokenizerRunConfig, None, ["trian.lr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  codebok_size: 12\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(TokenizerRunConfig, bad)
+    assert str(bad) in str(e.value) and "model.codebook_size" in str(e.value)
+
+
+def test_wrong_type_names_key():
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        load_config(TokenizerRunConfig, None, ["train.max_steps=many"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(TokenizerRunConfig, None, ["train.max_steps=7", "model.codebook_dim=4"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(TokenizerRunConfig, tmp_path / "config.yaml")
+    assert again == cfg
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(TokenizerRunConfig, tmp_path / "nope.yaml")
