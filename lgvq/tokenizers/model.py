@@ -1,0 +1,99 @@
+"""The stage-one VQ tokenizer: encoder -> quant_conv -> quantizer -> post_quant_conv -> decoder.
+
+    ids = tok.encode(images)        # (B, 3, H, W) in [-1, 1] -> (B, H/f, W/f) long
+    images = tok.decode(ids)        # -> (B, 3, H, W)
+    out = tok(images)               # reconstruction + named VQ losses (training)
+
+In eval mode `decode(encode(x))` equals `tok(x).reconstruction` exactly: the forward pass uses
+the looked-up codes themselves, not the straight-through sum, outside training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from torch import nn
+
+from lgvq.hub import LgvqModelMixin
+from lgvq.tokenizers.autoencoder import build_decoder, build_encoder
+from lgvq.tokenizers.config import TokenizerModelConfig
+from lgvq.tokenizers.quantizer import VectorQuantizer
+
+
+@dataclass
+class TokenizerOutput:
+    reconstruction: torch.Tensor  # (B, 3, H, W)
+    ids: torch.Tensor  # (B, h, w)
+    quantized: torch.Tensor  # (B, embed_dim, h, w), straight-through in training
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # vq (weighted), codebook, commitment
+
+
+class VQTokenizer(LgvqModelMixin, ConfigMixin):
+    model_kind = "tokenizer"
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, resolution: int = 64, in_channels: int = 3, ch: int = 64, ch_mult: tuple = (1, 2, 2, 4),
+                 num_res_blocks: int = 1, attn_resolutions: tuple = (8,), z_channels: int = 64, embed_dim: int = 64,
+                 norm_groups: int = 32, codebook_size: int = 1024, codebook_dim: int | None = None,
+                 l2_norm: bool = False, beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
+                 dead_code_restart: bool = False, restart_every: int = 100):
+        super().__init__()
+        if num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
+        arch = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
+                    attn_resolutions=list(attn_resolutions), resolution=resolution, norm_groups=norm_groups)
+        self.encoder = build_encoder(in_channels, z_channels, **arch)
+        self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
+        self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,
+                                         usage_window, dead_code_restart, restart_every)
+        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+        self.decoder = build_decoder(in_channels, z_channels, **arch)
+
+    @classmethod
+    def from_model_config(cls, cfg: TokenizerModelConfig, resolution: int) -> VQTokenizer:
+        return cls(resolution=resolution, **asdict(cfg))
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.config.ch_mult) - 1)
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        side = self.config.resolution // self.downsample_factor
+        return (side, side)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.codebook_size
+
+    # -- encode / decode -------------------------------------------------------------------
+    def encode_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> pre-quantization features (B, embed_dim, h, w)."""
+        return self.quant_conv(self.encoder(images))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] -> code ids (B, h, w)."""
+        return self.quantizer.nearest(self.quantizer.project_in(self.encode_features(images)))
+
+    def decode_features(self, quantized: torch.Tensor) -> torch.Tensor:
+        """(B, embed_dim, h, w) -> images (B, 3, H, W)."""
+        return self.decoder(self.post_quant_conv(quantized))
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Code ids (B, h, w) -> images (B, 3, H, W)."""
+        return self.decode_features(self.quantizer.embed(ids))
+
+    def last_layer_weight(self) -> torch.Tensor:
+        """The decoder's output convolution, where taming measures the adaptive GAN weight."""
+        return self.decoder.conv_out.weight
+
+    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+        q = self.quantizer(self.encode_features(images))
+        losses = {"vq": q.loss, "codebook": q.codebook_loss, "commitment": q.commitment_loss}
+        return TokenizerOutput(self.decode_features(q.quantized), q.ids, q.quantized, losses)
+
+    def usage(self) -> dict[str, float]:
+        return self.quantizer.usage()

@@ -1,0 +1,141 @@
+"""Vector quantizer with optional low-dimensional, l2-normalised code lookup.
+
+    z (B, C, H, W) -> in_proj -> z_e (B, H, W, d) -> nearest code e_k -> out_proj -> (B, C, H, W)
+
+Loss (van den Oord et al.; LG-VQ Eq. 2):  ||sg[z_e] - e||^2 + beta * ||z_e - sg[e]||^2, i.e. beta
+weighs the *commitment* term. taming-transformers' `VectorQuantizer2(legacy=True)` (and diffusers'
+`VectorQuantizer`, which `VQModel` builds with legacy on) puts beta on the codebook term instead;
+`legacy_beta=True` reproduces that for comparison.
+
+Codebook usage is tracked over a sliding window of the last `usage_window` training batches
+(per-batch perplexity depends on batch size; a window does not). Codes unused over the whole
+window can be restarted from encoder outputs of the current batch (`dead_code_restart`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+@dataclass
+class QuantizerOutput:
+    quantized: torch.Tensor  # (B, C, H, W), straight-through in training
+    ids: torch.Tensor  # (B, H, W) long
+    loss: torch.Tensor  # scalar: codebook + commitment terms, weighted
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+def _dist_ready() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, codebook_size: int, dim: int, codebook_dim: int | None = None, l2_norm: bool = False,
+                 beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
+                 dead_code_restart: bool = False, restart_every: int = 100):
+        super().__init__()
+        self.codebook_size, self.dim = codebook_size, dim
+        self.codebook_dim = codebook_dim or dim
+        self.l2_norm, self.beta, self.legacy_beta = l2_norm, beta, legacy_beta
+        self.dead_code_restart, self.restart_every = dead_code_restart, restart_every
+        low_dim = self.codebook_dim != dim
+        self.in_proj = nn.Linear(dim, self.codebook_dim) if low_dim else nn.Identity()
+        self.out_proj = nn.Linear(self.codebook_dim, dim) if low_dim else nn.Identity()
+        self.codebook = nn.Embedding(codebook_size, self.codebook_dim)
+        if l2_norm:
+            nn.init.normal_(self.codebook.weight)
+        else:
+            nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
+        # sliding-window usage: one histogram row per training batch, written round-robin
+        self.register_buffer("usage_history", torch.zeros(usage_window, codebook_size))
+        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long))
+
+    # -- lookup ------------------------------------------------------------------------------
+    def codes(self) -> torch.Tensor:
+        """The code vectors as used for lookup, (K, d)."""
+        w = self.codebook.weight
+        return F.normalize(w, dim=-1) if self.l2_norm else w
+
+    def project_in(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> lookup space (B, H, W, d)."""
+        z_e = self.in_proj(rearrange(z, "b c h w -> b h w c"))
+        return F.normalize(z_e, dim=-1) if self.l2_norm else z_e
+
+    def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
+        """Ids of the nearest codes, (B, H, W)."""
+        codes = self.codes()
+        flat = z_e.reshape(-1, z_e.shape[-1]).float()
+        # ||z||^2 - 2 z.e + ||e||^2 ; the ||z||^2 term does not change the argmin
+        dist_ = codes.float().pow(2).sum(1)[None, :] - 2 * flat @ codes.float().t()
+        return dist_.argmin(dim=1).view(z_e.shape[:-1])
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Ids (B, H, W) -> quantized features (B, C, H, W), exactly as `forward` in eval mode."""
+        z_q = F.embedding(ids, self.codes())
+        return rearrange(self.out_proj(z_q), "b h w c -> b c h w")
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        z_e = self.project_in(z)
+        ids = self.nearest(z_e.detach())
+        z_q = F.embedding(ids, self.codes())
+        codebook_loss = F.mse_loss(z_q, z_e.detach())
+        commitment_loss = F.mse_loss(z_e, z_q.detach())
+        if self.legacy_beta:
+            loss = self.beta * codebook_loss + commitment_loss
+        else:
+            loss = codebook_loss + self.beta * commitment_loss
+        if self.training:
+            self._record_usage(ids)
+            if self.dead_code_restart and int(self.usage_step) % self.restart_every == 0:
+                self._restart_dead_codes(z_e.detach())
+            z_q = z_e + (z_q - z_e).detach()  # straight-through
+        quantized = rearrange(self.out_proj(z_q), "b h w c -> b c h w")
+        return QuantizerOutput(quantized, ids, loss, codebook_loss, commitment_loss)
+
+    @torch.no_grad()
+    def _record_usage(self, ids: torch.Tensor) -> None:
+        counts = torch.bincount(ids.flatten(), minlength=self.codebook_size).float()
+        if _dist_ready():
+            dist.all_reduce(counts)
+        slot = int(self.usage_step) % self.usage_history.shape[0]
+        self.usage_history[slot] = counts
+        self.usage_step += 1
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z_e: torch.Tensor) -> None:
+        """Re-initialise codes unused over the whole window from random encoder outputs."""
+        if int(self.usage_step) < self.usage_history.shape[0]:
+            return  # window not full yet
+        dead = self.usage_history.sum(0) == 0
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        flat = z_e.reshape(-1, z_e.shape[-1])
+        pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
+        new = flat[pick].to(self.codebook.weight.dtype)
+        if _dist_ready():
+            dist.broadcast(new, src=0)  # every process must restart to the same vectors
+        self.codebook.weight.data[dead] = new
+
+    # -- statistics --------------------------------------------------------------------------
+    def usage(self) -> dict[str, float]:
+        """Fraction of codes used and perplexity over the sliding window of training batches."""
+        return usage_stats(self.usage_history.sum(0))
+
+
+def usage_stats(counts: torch.Tensor) -> dict[str, float]:
+    """From a code histogram (K,): fraction of codes used, perplexity exp(H(p))."""
+    total = counts.sum()
+    if total <= 0:
+        return {"usage": 0.0, "perplexity": 0.0}
+    p = counts / total
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"usage": float((counts > 0).float().mean()), "perplexity": float(entropy.exp())}

@@ -1,0 +1,93 @@
+import torch
+import torch.nn.functional as F
+
+from lgvq.tokenizers.quantizer import VectorQuantizer, usage_stats
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    return VectorQuantizer(codebook_size=16, dim=6, **kw)
+
+
+def test_nearest_code_and_shapes():
+    q = make()
+    z = torch.randn(2, 6, 3, 4)
+    out = q(z)
+    assert out.ids.shape == (2, 3, 4) and out.quantized.shape == z.shape
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 6)
+    expected = torch.cdist(flat, q.codebook.weight).argmin(1).view(2, 3, 4)
+    assert torch.equal(out.ids, expected)
+
+
+def test_beta_weighs_commitment_term_by_default_and_codebook_term_in_legacy():
+    z = torch.randn(2, 6, 3, 3)
+    for legacy in (False, True):
+        q = make(beta=0.25, legacy_beta=legacy)
+        zz = z.clone().requires_grad_(True)
+        out = q(zz)
+        z_e = zz.detach().permute(0, 2, 3, 1)
+        e = q.codebook.weight[out.ids].detach()
+        codebook, commit = F.mse_loss(e, z_e), F.mse_loss(z_e, e)
+        expected = (0.25 * codebook + commit) if legacy else (codebook + 0.25 * commit)
+        assert torch.allclose(out.loss, expected)
+        # the encoder side only feels the commitment term, the codebook only the codebook term
+        out.loss.backward()
+        enc_scale = 1.0 if legacy else 0.25
+        assert torch.allclose(zz.grad, enc_scale * 2 * (z - e.permute(0, 3, 1, 2)) / z.numel(), atol=1e-6)
+
+
+def test_straight_through_in_training_exact_codes_in_eval():
+    q = make(codebook_dim=3, l2_norm=True)
+    z = torch.randn(2, 6, 2, 2, requires_grad=True)
+    q.train()
+    q(z).quantized.sum().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    q.eval()
+    with torch.no_grad():
+        out = q(z)
+        assert torch.equal(out.quantized, q.embed(out.ids))
+
+
+def test_l2_normalised_low_dim_lookup():
+    q = make(codebook_dim=3, l2_norm=True)
+    assert q.codes().shape == (16, 3)
+    assert torch.allclose(q.codes().norm(dim=1), torch.ones(16))
+    z = torch.randn(1, 6, 2, 2)
+    z_e = q.project_in(z)
+    assert torch.allclose(z_e.norm(dim=-1), torch.ones(1, 2, 2), atol=1e-6)
+    # cosine lookup: nearest == highest cosine similarity
+    assert torch.equal(q.nearest(z_e), (z_e @ q.codes().t()).argmax(-1))
+
+
+def test_usage_window_slides():
+    q = make(usage_window=2)
+    q.train()
+    with torch.no_grad():
+        for _ in range(3):
+            q(torch.randn(4, 6, 4, 4))
+    window_counts = q.usage_history.sum(0)
+    assert window_counts.sum() == 2 * 4 * 16  # only the last two batches
+    stats = q.usage()
+    assert stats == usage_stats(window_counts)
+    assert 0 < stats["usage"] <= 1
+
+
+def test_usage_stats_perplexity():
+    assert usage_stats(torch.tensor([5.0, 5.0, 0.0, 0.0])) == {"usage": 0.5, "perplexity": 2.0}
+    uniform = usage_stats(torch.ones(8))
+    assert uniform["usage"] == 1.0 and abs(uniform["perplexity"] - 8) < 1e-5
+
+
+def test_dead_codes_restart_from_encoder_outputs():
+    q = make(usage_window=2, dead_code_restart=True, restart_every=2)
+    q.train()
+    with torch.no_grad():
+        q.codebook.weight[8:] = 100.0  # far away: never chosen
+        z = torch.randn(4, 6, 4, 4)
+        q(z)
+        q(z)  # window full; step counter hits restart_every -> restart on the next call
+        q(z)
+    moved = q.codebook.weight[8:]
+    assert (moved.abs() < 100).all()
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 6)
+    assert all((flat == row).all(1).any() for row in moved)

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+import torch
+
+from lgvq.hub import WrongModelKindError
+from lgvq.tokenizers.config import TokenizerLossConfig
+from lgvq.tokenizers.discriminator import PatchDiscriminator
+from lgvq.tokenizers.losses import VQGANLoss, adaptive_weight, hinge_d_loss
+from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError
+from lgvq.tokenizers.model import VQTokenizer
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    args = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=16,
+                embed_dim=16, norm_groups=8, codebook_size=32, codebook_dim=4, l2_norm=True)
+    return VQTokenizer(**(args | kw))
+
+
+def test_encode_decode_shapes_and_exact_eval_roundtrip():
+    tok = tiny().eval()
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        ids = tok.encode(x)
+        assert ids.shape == (3, 8, 8) and ids.dtype == torch.long
+        assert tok.token_shape == (8, 8)
+        out = tok(x)
+        assert torch.equal(out.ids, ids)
+        assert torch.equal(tok.decode(ids), out.reconstruction)
+    assert set(out.losses) == {"vq", "codebook", "commitment"}
+
+
+def test_save_load_roundtrip_and_safetensors(tmp_path):
+    tok = tiny().eval()
+    tok.save_pretrained(tmp_path / "tok")
+    files = {p.name for p in (tmp_path / "tok").iterdir()}
+    assert "config.json" in files and any(f.endswith(".safetensors") for f in files)
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    again = VQTokenizer.from_pretrained(tmp_path / "tok").eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(again.encode(x), tok.encode(x))
+        assert torch.equal(again.decode(tok.encode(x)), tok.decode(tok.encode(x)))
+
+
+def test_loading_another_kind_names_both(tmp_path):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "GPTPrior"}))
+    with pytest.raises(WrongModelKindError) as e:
+        VQTokenizer.from_pretrained(folder)
+    assert "GPTPrior" in str(e.value) and "VQTokenizer" in str(e.value)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        VQTokenizer.from_pretrained(tmp_path)
+
+
+def test_lpips_refuses_to_build_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(MissingWeightsError) as e:
+        VQGANLoss(TokenizerLossConfig(perceptual_weight=1.0))
+    assert "vgg16-397923af.pth" in str(e.value) and "perceptual_weight=0" in str(e.value)
+
+
+def test_lpips_with_local_weights_file(tmp_path):
+    """A random-initialised VGG16 saved where a user would put the download stands in for it."""
+    from torchvision.models import vgg16
+
+    torch.manual_seed(0)
+    path = tmp_path / "vgg16-397923af.pth"
+    torch.save(vgg16(weights=None).state_dict(), path)
+    net = LPIPS(path)
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    d = net(x, y)
+    assert d.shape == (2,) and (d > 0).all()
+    assert torch.allclose(net(x, x), torch.zeros(2), atol=1e-6)
+    assert not any(p.requires_grad for p in net.parameters())
+
+
+def test_adaptive_weight_matches_gradient_ratio():
+    w = torch.randn(4, 3, requires_grad=True)
+    a, b = torch.randn(3), torch.randn(3)
+    nll, g = (w @ a).pow(2).sum(), (w @ b).sum() * 3
+    ga = torch.autograd.grad(nll, w, retain_graph=True)[0]
+    gb = torch.autograd.grad(g, w, retain_graph=True)[0]
+    assert torch.allclose(adaptive_weight(nll, g, w), ga.norm() / (gb.norm() + 1e-4))
+
+
+def test_hinge_loss():
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    assert torch.allclose(hinge_d_loss(real, fake), torch.tensor(0.5 * (0.25 + 0.5)))
+
+
+def test_generator_loss_switches_gan_on_at_disc_start_without_grads_into_discriminator():
+    tok = tiny()
+    loss = VQGANLoss(TokenizerLossConfig(disc_start=5, disc_ndf=8, disc_layers=2))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = tok(x)
+    before = loss.generator_loss(x, out.reconstruction, out.losses["vq"], 4, tok.last_layer_weight())
+    assert "g_loss" not in before
+    after = loss.generator_loss(x, out.reconstruction, out.losses["vq"], 5, tok.last_layer_weight())
+    assert {"g_loss", "d_weight"} <= set(after)
+    after["total"].backward()
+    assert all(p.grad is None for p in loss.discriminator.parameters())
+    assert tok.encoder.conv_in.weight.grad is not None
+
+
+def test_patch_discriminator_output():
+    d = PatchDiscriminator(3, ndf=8, n_layers=2)
+    assert d(torch.randn(2, 3, 32, 32)).shape[:2] == (2, 1)
