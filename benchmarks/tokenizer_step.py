@@ -1,0 +1,93 @@
+"""Tokenizer throughput: training images/s (generator + discriminator step) and encoding images/s.
+
+    python benchmarks/tokenizer_step.py [--config configs/tokenizer/vqgan_shapes.yaml] [--device cpu|cuda]
+
+Runs on the CPU, and on the GPU too when one is present. Training is measured with the GAN
+terms on (the slower phase) and off; numbers are medians over timed repeats after warmup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lgvq.config import load_config
+from lgvq.tokenizers.config import TokenizerRunConfig
+from lgvq.tokenizers.losses import VQGANLoss
+from lgvq.tokenizers.model import VQTokenizer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_it(fn, device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench(cfg: TokenizerRunConfig, device: torch.device, batch: int, warmup: int, repeats: int) -> dict:
+    torch.manual_seed(0)
+    tok = VQTokenizer.from_model_config(cfg.model, cfg.data.image_size).to(device).train()
+    loss = VQGANLoss(cfg.loss).to(device)
+    opt_g = torch.optim.Adam(tok.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(loss.discriminator.parameters(), lr=1e-4) if loss.discriminator else None
+    x = torch.rand(batch, 3, cfg.data.image_size, cfg.data.image_size, device=device) * 2 - 1
+
+    def train_step(gan: bool):
+        step = cfg.loss.disc_start if gan else 0
+        out = tok(x)
+        g = loss.generator_loss(x, out.reconstruction, out.losses["vq"], step, tok.last_layer_weight())
+        g["total"].backward()
+        opt_g.step()
+        opt_g.zero_grad()
+        if gan and opt_d is not None:
+            loss.discriminator_loss(loss.discriminator, x, out.reconstruction)["d_loss"].backward()
+            opt_d.step()
+            opt_d.zero_grad()
+
+    @torch.no_grad()
+    def encode():
+        tok.encode(x)
+
+    results = {"train_img_s": batch / time_it(lambda: train_step(False), device, warmup, repeats)}
+    if loss.discriminator is not None:
+        results["train_gan_img_s"] = batch / time_it(lambda: train_step(True), device, warmup, repeats)
+    tok.eval()
+    results["encode_img_s"] = batch / time_it(encode, device, warmup, repeats)
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="configs/tokenizer/vqgan_shapes.yaml")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the config's train.batch_size")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
+    args = p.parse_args()
+    cfg = load_config(TokenizerRunConfig, args.config)
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    batch = args.batch_size or cfg.train.batch_size
+    print(f"config {args.config}: {cfg.data.image_size}px, batch {batch}, torch threads {torch.get_num_threads()}")
+    print(f"{'device':<8}{'train img/s':>14}{'train+GAN img/s':>18}{'encode img/s':>15}")
+    for name in devices:
+        r = bench(cfg, torch.device(name), batch, args.warmup, args.repeats)
+        print(f"{name:<8}{r['train_img_s']:>14.1f}{r.get('train_gan_img_s', float('nan')):>18.1f}"
+              f"{r['encode_img_s']:>15.1f}")
+
+
+if __name__ == "__main__":
+    main()

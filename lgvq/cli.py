@@ -1,0 +1,178 @@
+"""The `lgvq` command: one verb per job.
+
+    lgvq train-tokenizer --config configs/tokenizer/vqgan_shapes.yaml [--resume latest] [key=value ...]
+    lgvq evaluate-tokenizer --model RUN/model [--data shapes|FOLDER|HUB_ID] [data.key=value ...]
+    lgvq data export-shapes --out DIR --num N [--num-val M]
+
+Several processes: `accelerate launch --num_processes 2 -m lgvq train-tokenizer ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("lgvq")
+
+
+class UsageError(ValueError):
+    """A command line that cannot be run as given."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from lgvq.config import ConfigError
+    from lgvq.data.datasets import DataError
+    from lgvq.hub import WrongModelKindError
+    from lgvq.tokenizers.lpips import MissingWeightsError
+    from lgvq.training.trainer import TrainingDiverged
+
+    return (ConfigError, DataError, MissingWeightsError, WrongModelKindError, TrainingDiverged, UsageError,
+            FileNotFoundError)
+
+
+# -- train-tokenizer --------------------------------------------------------------------------
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from lgvq.config import load_config, save_config
+    from lgvq.tokenizers.config import TokenizerRunConfig
+    from lgvq.tokenizers.training import TokenizerTask
+    from lgvq.training import checkpoint as ckpt
+    from lgvq.training.trainer import Trainer
+
+    cfg = load_config(TokenizerRunConfig, args.config, args.overrides)
+    run_dir = Path(cfg.train.output_dir)
+    if not args.resume and ckpt.checkpoint_dirs(run_dir / "checkpoints"):
+        raise UsageError(f"{run_dir} already holds checkpoints of a run; continue it with --resume latest, "
+                         f"or choose another folder with train.output_dir=DIR")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    trainer = Trainer(TokenizerTask(cfg), cfg.train, run_dir, resume=args.resume,
+                      tracker_config=_flat_config(cfg))
+    out = trainer.fit()
+    if trainer.accelerator.is_main_process:
+        print(f"tokenizer saved to {out}")
+    return 0
+
+
+def _flat_config(cfg) -> dict:
+    """Scalars only, for TensorBoard's hparams."""
+    from omegaconf import OmegaConf
+
+    flat = {}
+
+    def walk(node, prefix=""):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+
+    walk(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    return flat
+
+
+# -- evaluate-tokenizer -----------------------------------------------------------------------
+def data_config_for(data: str | None, model_dir: Path, overrides: list[str]):
+    """The DataConfig to evaluate on: the run's own (RUN/config.yaml beside RUN/model) unless
+    `--data` names another source, then `data.key=value` overrides."""
+    from dataclasses import asdict
+
+    from lgvq.config import DataConfig, load_config
+    from lgvq.tokenizers.config import TokenizerRunConfig
+
+    run_config = model_dir.parent / "config.yaml"
+    base = load_config(TokenizerRunConfig, run_config).data if run_config.is_file() else DataConfig()
+    if data is not None:
+        base = DataConfig(image_size=base.image_size)
+        if data != "shapes":
+            base.source, base.path = ("folder" if Path(data).is_dir() else "hub"), data
+    bad = [o for o in overrides if not o.startswith("data.")]
+    if bad:
+        raise UsageError(f"only data.* overrides apply here, not {bad}")
+    return load_config(DataConfig, None, [o[len("data."):] for o in overrides], base=asdict(base))
+
+
+def cmd_evaluate_tokenizer(args: argparse.Namespace) -> int:
+    import torch
+
+    from lgvq.data.datasets import build_dataset
+    from lgvq.evaluation.tokenizer_eval import evaluate_tokenizer, format_table, write_results
+    from lgvq.tokenizers.model import VQTokenizer
+
+    model_dir = Path(args.model)
+    model = VQTokenizer.from_pretrained(model_dir)
+    data_cfg = data_config_for(args.data, model_dir, args.overrides)
+    data_cfg.image_size = model.config.resolution
+    dataset = build_dataset(data_cfg, "validation")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = evaluate_tokenizer(model, dataset, batch_size=args.batch_size, limit=args.limit, device=device,
+                                 inception_path=args.inception_path, lpips_vgg_path=args.lpips_vgg_path,
+                                 compute_fid=not args.no_fid)
+    results["model"] = str(model_dir)
+    results["data"] = {"source": data_cfg.source, "path": data_cfg.path, "split": "validation"}
+    out = Path(args.out) if args.out else model_dir.parent / "eval" / "tokenizer.json"
+    write_results(results, out)
+    print(format_table(results))
+    print(f"results written to {out}")
+    return 0
+
+
+# -- data ---------------------------------------------------------------------------------------
+def cmd_export_shapes(args: argparse.Namespace) -> int:
+    from lgvq.data.export import export_shapes
+
+    counts = export_shapes(args.out, args.num, args.num_val, args.image_size, args.seed)
+    print(f"wrote {counts} to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lgvq", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    t = sub.add_parser("train-tokenizer", help="train a stage-one VQ tokenizer")
+    t.add_argument("--config", required=True, help="YAML file, e.g. configs/tokenizer/vqgan_shapes.yaml")
+    t.add_argument("--resume", help="'latest' or a checkpoint folder")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")
+    t.set_defaults(func=cmd_train_tokenizer)
+
+    e = sub.add_parser("evaluate-tokenizer", help="PSNR, SSIM, LPIPS, rFID and codebook usage of a tokenizer")
+    e.add_argument("--model", required=True, help="a saved tokenizer folder (RUN/model)")
+    e.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the run's own data)")
+    e.add_argument("--limit", type=int, help="evaluate the first N validation images")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    e.add_argument("--inception-path", help=f"folder or file of clean-fid's inception-2015-12-05.pt")
+    e.add_argument("--lpips-vgg-path", help="torchvision's vgg16-397923af.pth")
+    e.add_argument("--no-fid", action="store_true", help="skip rFID")
+    e.add_argument("--out", help="JSON file (default RUN/eval/tokenizer.json)")
+    e.add_argument("overrides", nargs="*", help="data.key=value overrides")
+    e.set_defaults(func=cmd_evaluate_tokenizer)
+
+    d = sub.add_parser("data", help="dataset utilities")
+    dsub = d.add_subparsers(dest="data_verb", required=True)
+    x = dsub.add_parser("export-shapes", help="write the built-in shapes data as an imagefolder")
+    x.add_argument("--out", required=True)
+    x.add_argument("--num", type=int, required=True, help="training images")
+    x.add_argument("--num-val", type=int, default=0, help="validation images")
+    x.add_argument("--image-size", type=int, default=64)
+    x.add_argument("--seed", type=int, default=0)
+    x.set_defaults(func=cmd_export_shapes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for noisy in ("accelerate", "diffusers", "transformers", "datasets", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

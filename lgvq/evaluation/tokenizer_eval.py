@@ -1,0 +1,103 @@
+"""Evaluate a trained tokenizer on a validation set.
+
+PSNR and SSIM (8-bit, RGB), codebook usage and perplexity over the whole set, LPIPS where the VGG16
+weights are present, and rFID through clean-fid where the Inception weights are present. A metric
+whose weights are missing is reported as null with the reason; the others are still computed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lgvq.data.datasets import ImageTextDataset
+from lgvq.data.loader import eval_loader
+from lgvq.data.transforms import to_uint8
+from lgvq.evaluation.fid import fid_between_folders, load_inception
+from lgvq.evaluation.metrics import psnr, ssim
+from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError
+from lgvq.tokenizers.model import VQTokenizer
+from lgvq.tokenizers.quantizer import usage_stats
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size: int = 64,
+                       limit: int | None = None, device: str | torch.device = "cpu",
+                       inception_path: str | None = None, lpips_vgg_path: str | None = None,
+                       compute_fid: bool = True, progress: bool = True) -> dict:
+    device = torch.device(device)
+    model = model.to(device).eval()
+    results: dict = {"num_images": 0, "tokens_per_image": model.token_shape[0] * model.token_shape[1],
+                     "codebook_size": model.vocab_size, "notes": {}}
+    lpips_net = None
+    try:
+        lpips_net = LPIPS(lpips_vgg_path).to(device)
+    except MissingWeightsError as e:
+        results["notes"]["lpips"] = str(e)
+    feature_model = None
+    if compute_fid:
+        try:
+            feature_model = load_inception(inception_path, device)
+        except MissingWeightsError as e:
+            results["notes"]["rfid"] = str(e)
+    counts = torch.zeros(model.vocab_size, dtype=torch.float64)
+    psnrs, ssims, lpipss = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        real_dir, rec_dir = Path(tmp) / "real", Path(tmp) / "rec"
+        real_dir.mkdir()
+        rec_dir.mkdir()
+        for batch in tqdm(eval_loader(dataset, batch_size, limit=limit), desc="evaluate tokenizer",
+                          disable=not progress):
+            images = batch["image"].to(device)
+            if images.numel() == 0:
+                continue
+            ids = model.encode(images)
+            recon = model.decode(ids)
+            counts += torch.bincount(ids.flatten().cpu(), minlength=model.vocab_size).double()
+            psnrs.append(psnr(images, recon).cpu())
+            ssims.append(ssim(images, recon).cpu())
+            if lpips_net is not None:
+                lpipss.append(lpips_net(images, recon.clamp(-1, 1)).cpu())
+            if feature_model is not None:
+                for i, (a, b) in enumerate(zip(to_uint8(images), to_uint8(recon))):
+                    name = f"{results['num_images'] + i:06d}.png"
+                    Image.fromarray(a).save(real_dir / name)
+                    Image.fromarray(b).save(rec_dir / name)
+            results["num_images"] += images.shape[0]
+        if results["num_images"] == 0:
+            raise ValueError("the evaluation set has no readable images")
+        results["psnr"] = float(torch.cat(psnrs).mean())
+        results["ssim"] = float(torch.cat(ssims).mean())
+        results["lpips"] = float(torch.cat(lpipss).mean()) if lpipss else None
+        results["rfid"] = fid_between_folders(real_dir, rec_dir, feature_model, device) if feature_model else None
+    stats = usage_stats(counts)
+    results["codebook_usage"] = stats["usage"]
+    results["perplexity"] = stats["perplexity"]
+    return results
+
+
+def format_table(results: dict) -> str:
+    rows = [("images", results["num_images"]), ("PSNR (dB)", results["psnr"]), ("SSIM", results["ssim"]),
+            ("LPIPS", results["lpips"]), ("rFID", results["rfid"]),
+            ("codebook usage (%)", 100 * results["codebook_usage"]), ("perplexity", results["perplexity"]),
+            ("codebook size", results["codebook_size"]), ("tokens / image", results["tokens_per_image"])]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    for name, value in rows:
+        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+        lines.append(f"{name:<{width}}  {shown}")
+    for key, note in results.get("notes", {}).items():
+        lines.append(f"note ({key}): {note}")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    return path

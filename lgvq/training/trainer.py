@@ -1,0 +1,327 @@
+"""The one training loop every stage uses.
+
+A stage describes itself as a `TrainingTask` (its models, optimizers, loss step, exports); the
+`Trainer` does the rest with `accelerate`: devices and processes, mixed precision, gradient
+accumulation, clipping, warmup + cosine schedules, EMA, TensorBoard logs, a progress bar,
+periodic previews, atomic rotating checkpoints, resume, and a stop on a non-finite loss.
+
+Reproducibility: batch k of the data stream is fixed by the config (lgvq.data.loader), the RNGs
+travel in the checkpoint, so on CPU a run killed and resumed ends bitwise equal to one that
+never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from lgvq.config import TrainConfig
+from lgvq.training import checkpoint as ckpt
+from lgvq.training.ema import build_ema, load_ema, save_ema
+from lgvq.training.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+@dataclass
+class OptimizerSpec:
+    """One optimizer over one named module."""
+
+    module: str
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+
+class StepContext:
+    """Handed to `TrainingTask.training_step`: backward with accumulation scaling, and the
+    prepared (possibly DDP-wrapped) and plain modules."""
+
+    def __init__(self, trainer: Trainer):
+        self._trainer = trainer
+        self.losses: list[torch.Tensor] = []
+
+    @property
+    def modules(self) -> dict[str, nn.Module]:
+        return self._trainer.modules
+
+    def unwrap(self, name: str) -> nn.Module:
+        return self._trainer.accelerator.unwrap_model(self._trainer.modules[name])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.losses.append(loss.detach())
+        self._trainer.accelerator.backward(loss / self._trainer.cfg.grad_accum)
+
+
+class TrainingTask:
+    """What a stage plugs into the Trainer. Subclasses override the methods below."""
+
+    #: module whose weights are exported (and averaged by EMA)
+    main_module: str = "model"
+    #: logged values shown in the progress bar
+    progress_keys: tuple[str, ...] = ("total",)
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        """Trainable modules by name, built after the seed is set."""
+        raise NotImplementedError
+
+    def optimizer_specs(self) -> list[OptimizerSpec]:
+        raise NotImplementedError
+
+    def train_batches(self, start_batch: int, rank: int, world_size: int) -> Iterator[dict]:
+        """Infinite stream of training batches beginning at batch `start_batch` of this process."""
+        raise NotImplementedError
+
+    def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Forward one micro-batch, call `ctx.backward` on each loss, return scalars to log."""
+        raise NotImplementedError
+
+    def progress_metrics(self, modules: dict[str, nn.Module]) -> dict[str, float]:
+        """Extra numbers for the progress bar and logs (e.g. codebook usage)."""
+        return {}
+
+    def preview(self, model: nn.Module, step: int, out_dir: Path) -> None:
+        """Write a preview image (e.g. a reconstruction grid) for `step`."""
+
+    def export(self, model: nn.Module, out_dir: Path) -> None:
+        """Save the trained main module (save_pretrained)."""
+        raise NotImplementedError
+
+
+def _move_batch(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    def __init__(self, task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, resume: str | None = None,
+                 tracker_config: dict | None = None, accelerator: Accelerator | None = None,
+                 on_step_end: Callable[[int], None] | None = None):
+        if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"train.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
+        self.task, self.cfg = task, cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        self.resume = resume
+        self.on_step_end = on_step_end
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=cfg.mixed_precision, log_with="tensorboard", step_scheduler_with_optimizer=False,
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir),
+                                                logging_dir=str(self.run_dir / "logs")))
+        self.tracker_config = tracker_config or {}
+        self.step = 0
+
+    # -- setup -------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        acc, cfg = self.accelerator, self.cfg
+        set_seed(cfg.seed)
+        modules = self.task.build_modules()
+        self.specs = specs = self.task.optimizer_specs()
+        optimizers = [torch.optim.Adam(modules[s.module].parameters(), lr=s.lr, betas=tuple(s.betas),
+                                       weight_decay=s.weight_decay) for s in specs]
+        schedulers = [build_scheduler(o, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio)
+                      for o in optimizers]
+        names = list(modules)
+        prepared = acc.prepare(*[modules[n] for n in names], *optimizers, *schedulers)
+        if not isinstance(prepared, (list, tuple)):
+            prepared = [prepared]
+        self.modules = dict(zip(names, prepared[:len(names)]))
+        self.optimizers = list(prepared[len(names):len(names) + len(optimizers)])
+        self.schedulers = list(prepared[len(names) + len(optimizers):])
+        self.opt_params = [[p for g in o.param_groups for p in g["params"]] for o in self.optimizers]
+        main = acc.unwrap_model(self.modules[self.task.main_module])
+        self.ema = build_ema(main, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        if self.ema is not None:
+            self.ema.to(acc.device)
+
+    def _restore(self) -> None:
+        path = ckpt.resolve_resume(self.ckpt_root, self.resume)
+        if path is None:
+            if self.resume and self.accelerator.is_main_process:
+                log.info("no checkpoint in %s; starting from step 0", self.ckpt_root)
+            return
+        self.accelerator.load_state(str(path))
+        state = ckpt.read_state(path)
+        self.step = int(state["step"])
+        if self.ema is not None:
+            load_ema(self.ema, path)
+            self.ema.to(self.accelerator.device)
+        if self.accelerator.is_main_process:
+            log.info("resumed from %s at step %d", path, self.step)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        acc = self.accelerator
+        tmp, final = ckpt.temporary_dir(self.ckpt_root, self.step), ckpt.final_dir(self.ckpt_root, self.step)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            if self.ema is not None:
+                save_ema(self.ema, tmp)
+            ckpt.write_state(tmp, {"step": self.step, "max_steps": self.cfg.max_steps})
+            ckpt.commit(tmp, final)
+            ckpt.prune(self.ckpt_root, self.cfg.keep_checkpoints)
+        acc.wait_for_everyone()
+        return final
+
+    def last_checkpoint(self) -> Path | None:
+        found = ckpt.checkpoint_dirs(self.ckpt_root)
+        return found[-1] if found else None
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _optimizer_step(self) -> dict[str, float]:
+        """Unscale (fp16), clip, step every optimizer, one scaler update (the torch recipe for
+        several optimizers; accelerate's per-optimizer update would unscale twice)."""
+        scaler = self.accelerator.scaler
+        raw = [o.optimizer for o in self.optimizers]
+        if scaler is not None:
+            for o in raw:
+                scaler.unscale_(o)
+        norms = {}
+        for i, params in enumerate(self.opt_params):
+            if self.cfg.grad_clip > 0:
+                norms[f"grad_norm/{self.specs[i].module}"] = float(
+                    torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        for o in raw:
+            if scaler is not None:
+                scaler.step(o)
+            else:
+                o.step()
+        if scaler is not None:
+            scaler.update()
+        for s in self.schedulers:
+            s.step()
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+        return norms
+
+    def _check_finite(self, ctx: StepContext, logs: dict) -> None:
+        bad = torch.tensor(float(any(not torch.isfinite(loss).all() for loss in ctx.losses)),
+                           device=self.accelerator.device)
+        if float(self.accelerator.reduce(bad, "max")) > 0:
+            last = self.last_checkpoint()
+            terms = {k: round(float(v), 4) for k, v in logs.items()}
+            hint = (f"last good checkpoint: {last} (resume with --resume {last} after lowering train.lr "
+                    f"or raising train.warmup_steps)") if last else "no checkpoint was written yet"
+            raise TrainingDiverged(f"non-finite loss at step {self.step + 1} ({terms}); {hint}")
+
+    def fit(self) -> Path:
+        """Train to `max_steps` (from a checkpoint if resuming); returns the exported model folder."""
+        acc, cfg = self.accelerator, self.cfg
+        self._setup()
+        self._restore()
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        acc.init_trackers("train", config=self.tracker_config)
+        batches = self.task.train_batches(self.step * cfg.grad_accum, acc.process_index, acc.num_processes)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not acc.is_main_process, dynamic_ncols=True,
+                   desc=f"train {self.run_dir.name}")
+        for m in self.modules.values():
+            m.train()
+        running: dict[str, float] = defaultdict(float)
+        skipped = 0
+        try:
+            while self.step < cfg.max_steps:
+                ctx = StepContext(self)
+                logs: dict[str, torch.Tensor] = {}
+                for micro in range(cfg.grad_accum):
+                    batch = next(batches)
+                    skipped += batch.get("skipped", 0)
+                    while len(batch["index"]) == 0:  # every image of the batch was unreadable
+                        batch = next(batches)
+                        skipped += batch.get("skipped", 0)
+                    batch = _move_batch(batch, acc.device)
+                    sync = micro == cfg.grad_accum - 1
+                    with contextlib.ExitStack() as stack:
+                        if not sync and acc.num_processes > 1:
+                            for m in self.modules.values():
+                                stack.enter_context(acc.no_sync(m))
+                        with acc.autocast():
+                            logs = self.task.training_step(batch, self.step, ctx)
+                self._check_finite(ctx, logs)
+                logs = {k: float(v) for k, v in logs.items()} | self._optimizer_step()
+                if self.ema is not None:
+                    self.ema.step(acc.unwrap_model(self.modules[self.task.main_module]).parameters())
+                self.step += 1
+                for k, v in logs.items():
+                    running[k] += v
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    self._log(running, skipped, bar)
+                    running.clear()
+                if cfg.sample_every and (self.step % cfg.sample_every == 0 or self.step == cfg.max_steps):
+                    self._preview()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+                if self.on_step_end is not None:
+                    self.on_step_end(self.step)
+        finally:
+            bar.close()
+        if skipped and acc.is_main_process:
+            log.warning("skipped %d unreadable images during training", skipped)
+        out = self.export()
+        acc.end_training()
+        return out
+
+    def _log(self, running: dict[str, float], skipped: int, bar: tqdm) -> None:
+        n = self.cfg.log_every if self.step % self.cfg.log_every == 0 else (self.step % self.cfg.log_every) or 1
+        values = {k: v / n for k, v in running.items()}
+        values |= self.task.progress_metrics(self.modules)
+        values["lr"] = self.schedulers[0].get_last_lr()[0]
+        values["skipped_images"] = float(skipped)
+        self.accelerator.log(values, step=self.step)
+        shown = {k: f"{v:.4g}" for k, v in values.items() if k in self.task.progress_keys}
+        bar.set_postfix(shown, refresh=False)
+
+    def _preview(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        model = self.accelerator.unwrap_model(self.modules[self.task.main_module])
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            self.task.preview(model, self.step, self.run_dir / "samples")
+        model.train(was_training)
+
+    def export(self) -> Path:
+        """Write the final main module to RUN/model (EMA weights when EMA is on), atomically."""
+        acc = self.accelerator
+        out = self.run_dir / "model"
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.modules[self.task.main_module])
+            tmp = self.run_dir / ".tmp-model"
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.ema is not None:
+                backup = [p.detach().clone() for p in model.parameters()]
+                self.ema.copy_to(model.parameters())
+                self.task.export(model, tmp)
+                for p, b in zip(model.parameters(), backup):
+                    p.data.copy_(b)
+            else:
+                self.task.export(model, tmp)
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.replace(out)
+        acc.wait_for_everyone()
+        return out

@@ -1,0 +1,114 @@
+"""The shared training loop: resume after SIGKILL, divergence stop, checkpoints, two processes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from lgvq.config import load_config
+from lgvq.tokenizers.config import TokenizerRunConfig
+from lgvq.tokenizers.training import TokenizerTask
+from lgvq.training import checkpoint as ckpt
+from lgvq.training.trainer import Trainer, TrainingDiverged
+from tests.conftest import REPO, TINY_TOKENIZER, write_config
+
+ENV = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def lgvq(*args, script=None, env=None):
+    cmd = [sys.executable, str(script) if script else "-m", *([] if script else ["lgvq"]), *args]
+    return subprocess.run(cmd, cwd=REPO, env=ENV | (env or {}), capture_output=True, text=True, timeout=600)
+
+
+def config(tmp_path, name, **train):
+    data = yaml.safe_load(yaml.safe_dump(TINY_TOKENIZER))
+    data["train"] |= {"output_dir": str(tmp_path / name), "ema_decay": 0.9} | train
+    return write_config(tmp_path / f"{name}.yaml", data)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    files = sorted((run / "model").glob("*.safetensors"))
+    assert files, f"no exported model in {run}"
+    return load_file(str(files[0]))
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bitwise_equal(tmp_path):
+    straight = lgvq("train-tokenizer", "--config", str(config(tmp_path, "straight")))
+    assert straight.returncode == 0, straight.stderr
+    cfg = config(tmp_path, "killed")
+    killed = lgvq("train-tokenizer", "--config", str(cfg), script=Path(__file__).with_name("kill_during_training.py"),
+                  env={"LGVQ_TEST_KILL_AT": "5"})
+    assert killed.returncode == -9, killed.stderr
+    assert [p.name for p in ckpt.checkpoint_dirs(tmp_path / "killed" / "checkpoints")] == ["step-0000002",
+                                                                                          "step-0000004"]
+    again = lgvq("train-tokenizer", "--config", str(cfg))
+    assert again.returncode == 2 and "--resume latest" in again.stderr  # refuses to overwrite the run
+    resumed = lgvq("train-tokenizer", "--config", str(cfg), "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    run = tmp_path / "killed"
+    assert (run / "config.yaml").is_file() and any((run / "logs").rglob("events.out.tfevents*"))
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["step-0000003.png", "step-0000006.png"]
+
+
+class NaNAtBatch(TokenizerTask):
+    """Feeds one batch of NaN pixels at batch `bad`, as a broken data source would."""
+
+    bad = 3
+
+    def train_batches(self, start_batch, rank, world_size):
+        for i, batch in enumerate(super().train_batches(start_batch, rank, world_size), start=start_batch):
+            if i == self.bad:
+                batch["image"] = torch.full_like(batch["image"], float("nan"))
+            yield batch
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
+    cfg = load_config(TokenizerRunConfig, config(tmp_path, "nan"))
+    trainer = Trainer(NaNAtBatch(cfg), cfg.train, tmp_path / "nan")
+    with pytest.raises(TrainingDiverged) as e:
+        trainer.fit()
+    msg = str(e.value)
+    assert "step 4" in msg and "step-0000002" in msg and "--resume" in msg
+    assert not (tmp_path / "nan" / "model").exists()
+
+
+def test_checkpoints_atomic_and_rotated(tmp_path):
+    cfg = load_config(TokenizerRunConfig, config(tmp_path, "rot", checkpoint_every=1, keep_checkpoints=2))
+    root = tmp_path / "rot" / "checkpoints"
+    (root / ".tmp-step-0000009").mkdir(parents=True)  # a save that was cut off
+    (root / ".tmp-step-0000009" / "model.safetensors").write_bytes(b"partial")
+    assert ckpt.resolve_resume(root, "latest") is None  # never resumed from
+    Trainer(TokenizerTask(cfg), cfg.train, tmp_path / "rot").fit()
+    assert [p.name for p in ckpt.checkpoint_dirs(root)] == ["step-0000005", "step-0000006"]
+    assert not list(root.glob(".tmp-*"))
+    state = ckpt.read_state(root / "step-0000006")
+    assert state["step"] == 6
+    assert (root / "step-0000006" / "ema.safetensors").is_file()
+    assert not list((root / "step-0000006").glob("custom_checkpoint*"))  # nothing pickled by us
+
+
+def test_resume_from_missing_path_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        ckpt.resolve_resume(tmp_path, str(tmp_path / "nowhere"))
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run(tmp_path):
+    cfg = config(tmp_path, "ddp", max_steps=3, checkpoint_every=3)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "lgvq", "train-tokenizer", "--config", str(cfg)]
+    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    step = tmp_path / "ddp" / "checkpoints" / "step-0000003"
+    assert (step / "random_states_0.pkl").is_file() and (step / "random_states_1.pkl").is_file()
+    assert weights(tmp_path / "ddp")
