@@ -37,3 +37,12 @@ def tiny_config(tmp_path: Path) -> Path:
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_TOKENIZER.items()}
     data["train"]["output_dir"] = str(tmp_path / "run")
     return write_config(tmp_path / "tiny.yaml", data)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one AcceleratorState per process; tests build several Trainers."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

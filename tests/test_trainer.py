@@ -104,11 +104,59 @@ def test_resume_from_missing_path_is_clear(tmp_path):
 @pytest.mark.slow
 def test_two_process_cpu_run(tmp_path):
     cfg = config(tmp_path, "ddp", max_steps=3, checkpoint_every=3)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # accelerate's `--cpu --num_processes N` starts N processes only through MPI; its torchrun
+    # launcher with ACCELERATE_USE_CPU gives a real two-process gloo group on any machine
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "-m", "lgvq", "train-tokenizer", "--config", str(cfg)]
-    done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, cwd=REPO, env=ENV | {"ACCELERATE_USE_CPU": "true"}, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("tokenizer saved") == 1  # only the main process exports
     step = tmp_path / "ddp" / "checkpoints" / "step-0000003"
     assert (step / "random_states_0.pkl").is_file() and (step / "random_states_1.pkl").is_file()
     assert weights(tmp_path / "ddp")
+
+
+def test_ranks_left_alone_are_refused(monkeypatch):
+    from accelerate import Accelerator
+
+    from lgvq.training.trainer import check_process_group
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="ACCELERATE_USE_CPU=true"):
+        check_process_group(Accelerator(cpu=True))
+
+
+def tokenizer_weights_after(tmp_path, name, **train):
+    data = yaml.safe_load(yaml.safe_dump(TINY_TOKENIZER))
+    data["loss"]["disc_weight"] = 0.0  # no BatchNorm discriminator: batch splits are then exact
+    data["model"]["dead_code_restart"] = False
+    data["train"] |= {"output_dir": str(tmp_path / name), "max_steps": 2, "sample_every": 0,
+                      "checkpoint_every": 100, "grad_clip": 0.0} | train
+    cfg = load_config(TokenizerRunConfig, write_config(tmp_path / f"{name}.yaml", data))
+    Trainer(TokenizerTask(cfg), cfg.train, tmp_path / name).fit()
+    return weights(tmp_path / name)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    full = tokenizer_weights_after(tmp_path, "full", batch_size=8, grad_accum=1)
+    accumulated = tokenizer_weights_after(tmp_path, "accum", batch_size=4, grad_accum=2)
+    for k in full:
+        if "usage" not in k:  # the usage window counts forward passes (micro-batches)
+            assert torch.allclose(full[k], accumulated[k], atol=1e-5), k
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    w = tokenizer_weights_after(tmp_path, "bf16", mixed_precision="bf16")
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_warmup_then_cosine_schedule():
+    from lgvq.training.schedule import lr_factor
+
+    f = [lr_factor(s, warmup_steps=10, max_steps=110, schedule="cosine", min_lr_ratio=0.1) for s in range(111)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert lr_factor(50, 10, 110, "constant", 0.1) == 1.0

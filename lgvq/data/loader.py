@@ -102,12 +102,20 @@ def train_stream(dataset: ImageTextDataset | None, cfg: DataConfig, batch_size: 
         if cfg.num_workers:
             warnings.warn("data.num_workers is ignored with data.streaming=true", stacklevel=2)
         ds = StreamingImageText(cfg, require_captions, rank, world_size, start_batch * batch_size)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate,
+                                             generator=_own_generator(seed))
         return iter(loader)
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, rank, world_size, start_batch)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+                                         num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                                         generator=_own_generator(seed))
     return iter(loader)
+
+
+def _own_generator(seed: int) -> torch.Generator:
+    """A DataLoader draws its workers' base seed when its iterator starts; from its own generator
+    that draw leaves the global RNG alone, so a resumed run's RNG stream matches a straight one."""
+    return torch.Generator().manual_seed(seed)
 
 
 def eval_loader(dataset: ImageTextDataset, batch_size: int, num_workers: int = 0,
@@ -116,7 +124,8 @@ def eval_loader(dataset: ImageTextDataset, batch_size: int, num_workers: int = 0
     n = len(dataset) if limit is None else min(limit, len(dataset))
     keys = [(i, 0) for i in range(n)]
     batches = [keys[i:i + batch_size] for i in range(0, n, batch_size)]
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
+                                       generator=_own_generator(0))
 
 
 def seed_everything(seed: int) -> None:

@@ -12,6 +12,7 @@ from lgvq.data.loader import train_stream
 from lgvq.images import save_grid
 from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.losses import VQGANLoss
+from lgvq.tokenizers.lpips import find_vgg16_weights
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
 
@@ -24,12 +25,15 @@ class TokenizerTask(TrainingTask):
 
     def __init__(self, cfg: TokenizerRunConfig):
         self.cfg = cfg
+        if cfg.loss.perceptual_weight > 0:
+            find_vgg16_weights(cfg.loss.lpips_vgg_path)  # missing LPIPS weights stop the run at start-up
         self.dataset = build_dataset(cfg.data, "train") if not cfg.data.streaming else None
-        # built here, before any training, so missing LPIPS weights stop the run at start-up
-        self.loss = VQGANLoss(cfg.loss)
+        self.loss: VQGANLoss | None = None
         self._preview_batch: torch.Tensor | None = None
 
     def build_modules(self) -> dict[str, nn.Module]:
+        # everything with random initial weights is built here, after the Trainer set the seed
+        self.loss = VQGANLoss(self.cfg.loss)
         modules: dict[str, nn.Module] = {
             "tokenizer": VQTokenizer.from_model_config(self.cfg.model, self.cfg.data.image_size)}
         if self.loss.discriminator is not None:
@@ -39,7 +43,7 @@ class TokenizerTask(TrainingTask):
     def optimizer_specs(self) -> list[OptimizerSpec]:
         t = self.cfg.train
         specs = [OptimizerSpec("tokenizer", t.lr, tuple(t.betas), t.weight_decay)]
-        if self.loss.discriminator is not None:
+        if self.cfg.loss.disc_weight > 0:
             specs.append(OptimizerSpec("discriminator", self.cfg.loss.disc_lr or t.lr, tuple(t.betas), t.weight_decay))
         return specs
 

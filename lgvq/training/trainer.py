@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -103,6 +104,17 @@ class TrainingTask:
         raise NotImplementedError
 
 
+def check_process_group(accelerator: Accelerator) -> None:
+    """torchrun-style launchers on a machine without GPUs leave every rank alone in a process
+    group of one unless accelerate is told to use the CPU; each would then write the same run."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes, but accelerate set up {accelerator.num_processes} "
+            f"(no GPU here). For several CPU processes run: ACCELERATE_USE_CPU=true accelerate launch "
+            f"--multi_gpu --num_processes {launched} -m lgvq ...")
+
+
 def _move_batch(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -126,6 +138,7 @@ class Trainer:
                                                 logging_dir=str(self.run_dir / "logs")))
         self.tracker_config = tracker_config or {}
         self.step = 0
+        check_process_group(self.accelerator)
 
     # -- setup -------------------------------------------------------------------------------
     def _setup(self) -> None:
