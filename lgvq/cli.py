@@ -2,6 +2,7 @@
 
     lgvq train-tokenizer --config configs/tokenizer/vqgan_shapes.yaml [--resume latest] [key=value ...]
     lgvq evaluate-tokenizer --model RUN/model [--data shapes|FOLDER|HUB_ID] [data.key=value ...]
+    lgvq evaluate-alignment --model RUN/model [--data ...]
     lgvq data export-shapes --out DIR --num N [--num-val M]
 
 Several processes: `accelerate launch --num_processes 2 -m lgvq train-tokenizer ...`.
@@ -118,6 +119,38 @@ def cmd_evaluate_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- evaluate-alignment -------------------------------------------------------------------------
+def cmd_evaluate_alignment(args: argparse.Namespace) -> int:
+    import torch
+
+    from lgvq.data.datasets import build_dataset
+    from lgvq.evaluation.alignment_eval import evaluate_alignment, format_alignment_table
+    from lgvq.evaluation.tokenizer_eval import write_results
+    from lgvq.text.encoder import FrozenTextEncoder
+    from lgvq.tokenizers.model import VQTokenizer
+
+    model_dir = Path(args.model)
+    model = VQTokenizer.from_pretrained(model_dir)
+    spec = model.config.alignment
+    if not spec:
+        raise UsageError(f"{model_dir} holds a tokenizer without alignment modules; evaluate-alignment needs "
+                         f"one trained with alignment: lgvq (and lgvq.keep_in_export=true)")
+    data_cfg = data_config_for(args.data, model_dir, args.overrides)
+    data_cfg.image_size = model.config.resolution
+    dataset = build_dataset(data_cfg, "validation", require_captions=True)
+    lg = spec["config"]
+    encoder = FrozenTextEncoder(lg["text_encoder"], lg["max_length"], lg["pooling"])
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = evaluate_alignment(model, dataset, encoder, batch_size=args.batch_size, limit=args.limit,
+                                 device=device)
+    results["model"] = str(model_dir)
+    out = Path(args.out) if args.out else model_dir.parent / "eval" / "alignment.json"
+    write_results(results, out)
+    print(format_alignment_table(results))
+    print(f"results written to {out}")
+    return 0
+
+
 # -- data ---------------------------------------------------------------------------------------
 def cmd_export_shapes(args: argparse.Namespace) -> int:
     from lgvq.data.export import export_shapes
@@ -132,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True)
 
     t = sub.add_parser("train-tokenizer", help="train a stage-one VQ tokenizer")
-    t.add_argument("--config", required=True, help="YAML file, e.g. configs/tokenizer/vqgan_shapes.yaml")
+    t.add_argument("--config", required=True, action="append",
+                   help="YAML file, e.g. configs/tokenizer/vqgan_shapes.yaml; repeat to overlay files "
+                        "(e.g. --config configs/lgvq/cub.yaml after the base config)")
     t.add_argument("--resume", help="'latest' or a checkpoint folder")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")
     t.set_defaults(func=cmd_train_tokenizer)
@@ -149,6 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="JSON file (default RUN/eval/tokenizer.json)")
     e.add_argument("overrides", nargs="*", help="data.key=value overrides")
     e.set_defaults(func=cmd_evaluate_tokenizer)
+
+    a = sub.add_parser("evaluate-alignment", help="LG-VQ diagnostics: retrieval, masked-word recall, relation MSE")
+    a.add_argument("--model", required=True, help="a tokenizer trained with alignment: lgvq (RUN/model)")
+    a.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the run's own data)")
+    a.add_argument("--limit", type=int, help="evaluate the first N validation images")
+    a.add_argument("--batch-size", type=int, default=100)
+    a.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    a.add_argument("--out", help="JSON file (default RUN/eval/alignment.json)")
+    a.add_argument("overrides", nargs="*", help="data.key=value overrides")
+    a.set_defaults(func=cmd_evaluate_alignment)
 
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="data_verb", required=True)

@@ -123,19 +123,19 @@ def _dotlist_to_dict(overrides: list[str]) -> dict:
     return out
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict | None = None) -> T:
-    """Build a `schema` instance from defaults, then `base`, then the YAML file, then `key=value`
-    overrides (each later layer wins)."""
+def load_config(schema: type[T], path: str | Path | list[str | Path] | None = None,
+                overrides: list[str] | None = None, base: dict | None = None) -> T:
+    """Build a `schema` instance from defaults, then `base`, then the YAML file(s) in order, then
+    `key=value` overrides (each later layer wins)."""
     layers: list[tuple[str, dict]] = [("base config", base)] if base else []
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+    paths = [] if path is None else ([path] if isinstance(path, (str, Path)) else list(path))
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
-        layers.append((str(path), data))
+            raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(data).__name__}")
+        layers.append((str(p), data))
     if overrides:
         layers.append(("command line", _dotlist_to_dict(overrides)))
     merged = OmegaConf.structured(schema)

@@ -46,3 +46,18 @@ def test_resolved_config_round_trips(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(TokenizerRunConfig, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "tokenizer").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_tokenizer_config_loads(path):
+    cfg = load_config(TokenizerRunConfig, path)
+    assert cfg.train.output_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize("overlay", sorted((REPO / "configs" / "lgvq").glob("*.yaml")), ids=lambda p: p.name)
+def test_lgvq_weight_presets_overlay_a_tokenizer_config(overlay):
+    cfg = load_config(TokenizerRunConfig, [REPO / "configs/tokenizer/vqgan_shapes.yaml", overlay])
+    assert cfg.alignment == "lgvq" and cfg.model.codebook_size == 1024
+    expected = {"cub.yaml": (0.001, 0.001, 0.001), "shapes.yaml": (0.01, 0.1, 0.001)}.get(
+        overlay.name, (0.001, 0.01, 0.0001))
+    assert (cfg.lgvq.gsa_weight, cfg.lgvq.mtp_weight, cfg.lgvq.ras_weight) == expected

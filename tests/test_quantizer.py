@@ -91,3 +91,22 @@ def test_dead_codes_restart_from_encoder_outputs():
     assert (moved.abs() < 100).all()
     flat = z.permute(0, 2, 3, 1).reshape(-1, 6)
     assert all((flat == row).all(1).any() for row in moved)
+
+
+def test_data_init_takes_codes_from_the_first_training_batch():
+    q = make(data_init=True)
+    z = torch.randn(2, 6, 4, 4)
+    q.eval()
+    with torch.no_grad():
+        q(z)
+    assert not bool(q.initialized)  # evaluation never initialises
+    q.train()
+    with torch.no_grad():
+        q(z)
+    assert bool(q.initialized)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 6)
+    assert all((flat == row).all(1).any() for row in q.codebook.weight)
+    before = q.codebook.weight.clone()
+    with torch.no_grad():
+        q(torch.randn(2, 6, 4, 4))
+    assert torch.equal(before, q.codebook.weight)  # only once

@@ -11,7 +11,6 @@ import itertools
 import warnings
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 
 from lgvq.config import DataConfig
@@ -127,10 +126,3 @@ def eval_loader(dataset: ImageTextDataset, batch_size: int, num_workers: int = 0
     return torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
                                        generator=_own_generator(0))
 
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

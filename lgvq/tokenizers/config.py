@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lgvq.alignment.lgvq import LGVQConfig
 from lgvq.config import DataConfig, TrainConfig
 
 
@@ -26,6 +27,7 @@ class TokenizerModelConfig:
     usage_window: int = 100  # training batches in the codebook-usage window
     dead_code_restart: bool = False
     restart_every: int = 100
+    data_init: bool = False  # initialise codes from the first batch's encoder outputs
 
 
 @dataclass
@@ -47,6 +49,8 @@ class TokenizerLossConfig:
 @dataclass
 class TokenizerRunConfig:
     name: str = "vqgan"
+    alignment: str = "none"  # none | lgvq: add LG-VQ's language alignment losses to this tokenizer
+    lgvq: LGVQConfig = field(default_factory=LGVQConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: TokenizerModelConfig = field(default_factory=TokenizerModelConfig)
     loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)

@@ -16,6 +16,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
+from lgvq.alignment import build_alignment
 from lgvq.hub import LgvqModelMixin
 from lgvq.tokenizers.autoencoder import build_decoder, build_encoder
 from lgvq.tokenizers.config import TokenizerModelConfig
@@ -39,7 +40,8 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
                  num_res_blocks: int = 1, attn_resolutions: tuple = (8,), z_channels: int = 64, embed_dim: int = 64,
                  norm_groups: int = 32, codebook_size: int = 1024, codebook_dim: int | None = None,
                  l2_norm: bool = False, beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
-                 dead_code_restart: bool = False, restart_every: int = 100):
+                 dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False,
+                 alignment: dict | None = None):
         super().__init__()
         if num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
@@ -48,13 +50,24 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         self.encoder = build_encoder(in_channels, z_channels, **arch)
         self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
         self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,
-                                         usage_window, dead_code_restart, restart_every)
+                                         usage_window, dead_code_restart, restart_every, data_init)
         self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
         self.decoder = build_decoder(in_channels, z_channels, **arch)
+        # training-only language alignment (e.g. LG-VQ); see lgvq.alignment.build_alignment
+        self.aligner = build_alignment(alignment, embed_dim, self.token_shape) if alignment else None
 
     @classmethod
-    def from_model_config(cls, cfg: TokenizerModelConfig, resolution: int) -> VQTokenizer:
-        return cls(resolution=resolution, **asdict(cfg))
+    def from_model_config(cls, cfg: TokenizerModelConfig, resolution: int, alignment: dict | None = None
+                          ) -> VQTokenizer:
+        return cls(resolution=resolution, alignment=alignment, **asdict(cfg))
+
+    def without_alignment(self) -> VQTokenizer:
+        """A copy for inference: same weights, no alignment modules."""
+        config = {k: v for k, v in self.config.items() if not k.startswith("_")} | {"alignment": None}
+        plain = type(self)(**config)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("aligner.")}
+        plain.load_state_dict(state)
+        return plain.to(self.device)
 
     @property
     def downsample_factor(self) -> int:
@@ -62,7 +75,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
 
     @property
     def token_shape(self) -> tuple[int, int]:
-        side = self.config.resolution // self.downsample_factor
+        side = self.config.resolution // 2 ** (len(self.config.ch_mult) - 1)
         return (side, side)
 
     @property
@@ -90,9 +103,15 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         """The decoder's output convolution, where taming measures the adaptive GAN weight."""
         return self.decoder.conv_out.weight
 
-    def forward(self, images: torch.Tensor) -> TokenizerOutput:
+    def forward(self, images: torch.Tensor, alignment_inputs: dict | None = None) -> TokenizerOutput:
+        """Reconstruction and VQ losses; with `alignment_inputs` (text features etc., see
+        TokenizerTask) also the alignment losses, computed here so that DDP sees them."""
         q = self.quantizer(self.encode_features(images))
         losses = {"vq": q.loss, "codebook": q.codebook_loss, "commitment": q.commitment_loss}
+        if alignment_inputs is not None:
+            if self.aligner is None:
+                raise ValueError("this tokenizer has no alignment modules (config alignment: none)")
+            losses |= self.aligner(q.quantized, **alignment_inputs)
         return TokenizerOutput(self.decode_features(q.quantized), q.ids, q.quantized, losses)
 
     def usage(self) -> dict[str, float]:

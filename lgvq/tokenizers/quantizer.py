@@ -39,7 +39,7 @@ def _dist_ready() -> bool:
 class VectorQuantizer(nn.Module):
     def __init__(self, codebook_size: int, dim: int, codebook_dim: int | None = None, l2_norm: bool = False,
                  beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
-                 dead_code_restart: bool = False, restart_every: int = 100):
+                 dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False):
         super().__init__()
         self.codebook_size, self.dim = codebook_size, dim
         self.codebook_dim = codebook_dim or dim
@@ -56,6 +56,10 @@ class VectorQuantizer(nn.Module):
         # sliding-window usage: one histogram row per training batch, written round-robin
         self.register_buffer("usage_history", torch.zeros(usage_window, codebook_size))
         self.register_buffer("usage_step", torch.zeros((), dtype=torch.long))
+        # data-dependent init: codes drawn from the first training batch's encoder outputs, so
+        # they start where the features are (a random start collapses to a few codes)
+        self.data_init = data_init
+        self.register_buffer("initialized", torch.tensor(not data_init))
 
     # -- lookup ------------------------------------------------------------------------------
     def codes(self) -> torch.Tensor:
@@ -84,6 +88,8 @@ class VectorQuantizer(nn.Module):
     # -- training ----------------------------------------------------------------------------
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         z_e = self.project_in(z)
+        if self.training and not bool(self.initialized):
+            self._init_from(z_e.detach())
         ids = self.nearest(z_e.detach())
         z_q = F.embedding(ids, self.codes())
         codebook_loss = F.mse_loss(z_q, z_e.detach())
@@ -99,6 +105,16 @@ class VectorQuantizer(nn.Module):
             z_q = z_e + (z_q - z_e).detach()  # straight-through
         quantized = rearrange(self.out_proj(z_q), "b h w c -> b c h w")
         return QuantizerOutput(quantized, ids, loss, codebook_loss, commitment_loss)
+
+    @torch.no_grad()
+    def _init_from(self, z_e: torch.Tensor) -> None:
+        flat = z_e.reshape(-1, z_e.shape[-1])
+        pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
+        new = flat[pick].to(self.codebook.weight.dtype)
+        if _dist_ready():
+            dist.broadcast(new, src=0)
+        self.codebook.weight.data.copy_(new)
+        self.initialized.fill_(True)
 
     @torch.no_grad()
     def _record_usage(self, ids: torch.Tensor) -> None:

@@ -1,0 +1,170 @@
+"""LG-VQ (Liang et al., NeurIPS 2024) as a plug-in for any stage-one tokenizer.
+
+    L = L_vq + gsa_weight * L_gsa + mtp_weight * L_mtp + ras_weight * L_ras
+
+The module reads the tokenizer's quantized features (straight-through in training, so the
+language losses reach the encoder) and cached frozen text features; the tokenizer's encode and
+decode never touch it.
+
+Masked text prediction and the official code's leak: the official code feeds the predictor
+contextual features of the *unmasked* caption (CLIP is causal, so tokens after a masked word
+have attended to it). By default (`mtp_text_context: embeddings`) the predictor sees only
+non-contextual token embeddings of the unmasked words plus position embeddings, so nothing it
+sees is computed from a masked word; `masked` runs the frozen encoder on the masked caption
+instead (needs a mask token, costs an encoder pass per step); `unmasked` reproduces the
+official behaviour for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from lgvq.alignment.losses import gsa_loss, mtp_loss, nearest_visual_tokens, ras_loss
+from lgvq.alignment.modules import CodeProjection, MaskedTextPredictor, VisualTokenEncoder
+from lgvq.text.encoder import TextFeatures
+
+TEXT_CONTEXTS = ("embeddings", "masked", "unmasked")
+
+
+@dataclass
+class LGVQConfig:
+    """`alignment: lgvq` options. Default weights: the official CelebA-HQ/TextCaps configs."""
+
+    gsa_weight: float = 0.001
+    mtp_weight: float = 0.01
+    ras_weight: float = 0.0001
+    text_encoder: str = "minilm"  # or openai/clip-vit-base-patch32 (the papers' choice)
+    max_length: int = 30  # the official code truncates captions to 30 tokens
+    pooling: str = "auto"  # sentence feature: CLIP eot; BERT-like mean (default) or cls
+    visual_width: int = 256
+    visual_layers: int = 2
+    visual_heads: int = 1
+    mtp_layers: int = 2
+    mtp_heads: int = 1
+    mtp_dropout: float = 0.1
+    mtp_text_context: str = "embeddings"  # embeddings | masked | unmasked (official, leaks)
+    # mask ratio r ~ truncated normal, drawn once per batch (official: mean 0.5, std 0.1 in [0.1, 0.3])
+    mask_ratio_mean: float = 0.5
+    mask_ratio_std: float = 0.1
+    mask_ratio_min: float = 0.1
+    mask_ratio_max: float = 0.3
+    label_smoothing: float = 0.1
+    gsa_temperature: float = 1.0
+    gsa_symmetric: bool = False
+    ras_mean_over_padding: bool = False  # true: the official mean over padded entries
+    # probe: the heads learn from detached codes and the tokenizer gets no language gradient; a
+    # plain tokenizer trained this way gets the same diagnostics as an aligned one (the baseline)
+    detach_codes: bool = False
+    keep_in_export: bool = True  # false: the saved tokenizer drops the alignment modules
+    text_cache_dir: str | None = None  # on-disk text-feature cache; None = in memory only
+
+
+def sample_mask_ratio(cfg: LGVQConfig) -> float:
+    r = torch.empty(1)
+    torch.nn.init.trunc_normal_(r, cfg.mask_ratio_mean, cfg.mask_ratio_std, cfg.mask_ratio_min,
+                                cfg.mask_ratio_max)
+    return float(r)
+
+
+def random_word_mask(maskable: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Each maskable token (B, L) is masked with probability `ratio` (official sampling)."""
+    return maskable & (torch.rand(maskable.shape, device=maskable.device) < ratio)
+
+
+def exact_word_mask(maskable: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mask exactly min(k, #maskable) random maskable tokens per row (Table 3's Mask-1/Mask-3)."""
+    scores = torch.rand(maskable.shape, generator=generator).to(maskable.device)
+    scores = scores.masked_fill(~maskable, -1.0)
+    top = scores.topk(k, dim=1).indices
+    out = torch.zeros_like(maskable)
+    out.scatter_(1, top, True)
+    return out & maskable
+
+
+class LGVQAlignment(nn.Module):
+    def __init__(self, cfg: LGVQConfig, code_dim: int, num_tokens: int, text_width: int, sentence_width: int,
+                 vocab_size: int):
+        super().__init__()
+        if cfg.mtp_text_context not in TEXT_CONTEXTS:
+            raise ValueError(f"lgvq.mtp_text_context must be one of {TEXT_CONTEXTS}, not {cfg.mtp_text_context!r}")
+        self.cfg = cfg
+        self.visual = VisualTokenEncoder(code_dim, num_tokens, cfg.visual_width, text_width, cfg.visual_layers,
+                                         cfg.visual_heads)
+        self.cls_proj = nn.Identity() if sentence_width == text_width else nn.Linear(text_width, sentence_width)
+        self.predictor = (MaskedTextPredictor(text_width, cfg.max_length, vocab_size, cfg.mtp_layers, cfg.mtp_heads,
+                                              cfg.mtp_dropout, positions=cfg.mtp_text_context == "embeddings")
+                          if cfg.mtp_weight > 0 else None)
+        self.code_proj = CodeProjection(code_dim, text_width) if cfg.ras_weight > 0 else None
+
+    # -- pieces, also used by the diagnostics ----------------------------------------------------
+    def visual_tokens(self, quantized: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) -> Z_vt (B, 1 + h*w, D); token 0 is [CLS]."""
+        return self.visual(quantized)
+
+    def image_embedding(self, z_vt: torch.Tensor) -> torch.Tensor:
+        """[CLS] in the sentence-feature space, (B, Ds)."""
+        return self.cls_proj(z_vt[:, 0])
+
+    def masked_text_input(self, text: TextFeatures, masked: torch.Tensor, token_embeddings: torch.Tensor,
+                          encode_ids: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                          ) -> torch.Tensor:
+        """The predictor's text input (B, L, D): mask embeddings at masked positions, the rest
+        from the configured context; zero at padding."""
+        context = self.cfg.mtp_text_context
+        L = text.input_ids.shape[1]
+        if context == "embeddings":
+            base = token_embeddings.detach()[text.input_ids] + self.predictor.pos[:L]
+        elif context == "unmasked":  # official: contextual features of the whole caption
+            base = text.tokens
+        else:
+            if encode_ids is None:
+                raise ValueError("mtp_text_context=masked needs the text encoder in the step")
+            base = encode_ids(text.input_ids, text.mask, masked)
+        x = torch.where(masked[..., None], self.predictor.mask_embed[:L].expand_as(base), base)
+        return x * text.mask[..., None]
+
+    def predict_masked(self, z_vt: torch.Tensor, text: TextFeatures, masked: torch.Tensor,
+                       token_embeddings: torch.Tensor, encode_ids=None) -> torch.Tensor:
+        """Logits (M, V) at the masked positions (row-major order of `masked`)."""
+        x = self.masked_text_input(text, masked, token_embeddings, encode_ids)
+        hidden = self.predictor(x, text.mask, z_vt)
+        return self.predictor.logits(hidden[masked], token_embeddings)
+
+    def relation_codes(self, quantized: torch.Tensor, z_vt: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """For each word (B, L, D) the projected code vector at its nearest visual token, (B, L, D)."""
+        idx = nearest_visual_tokens(words, z_vt[:, 1:])
+        codes = self.code_proj(rearrange(quantized, "b c h w -> b (h w) c"))
+        return torch.gather(codes, 1, idx[..., None].expand(-1, -1, codes.shape[-1]))
+
+    # -- training --------------------------------------------------------------------------------
+    def forward(self, quantized: torch.Tensor, text: TextFeatures, token_embeddings: torch.Tensor,
+                maskable: torch.Tensor, encode_ids=None) -> dict[str, torch.Tensor]:
+        """Named losses (unweighted) and `align`, their weighted sum.
+        quantized (B, C, h, w) straight-through codes; text: cached features on this device;
+        maskable (B, L): real, non-special tokens."""
+        cfg = self.cfg
+        if cfg.detach_codes:
+            quantized = quantized.detach()
+        z_vt = self.visual_tokens(quantized)
+        losses: dict[str, torch.Tensor] = {}
+        total = quantized.new_zeros(())
+        if cfg.gsa_weight > 0:
+            losses["gsa"] = gsa_loss(self.image_embedding(z_vt), text.sentence, cfg.gsa_temperature,
+                                     cfg.gsa_symmetric)
+            total = total + cfg.gsa_weight * losses["gsa"]
+        if self.predictor is not None:
+            masked = random_word_mask(maskable, sample_mask_ratio(cfg))
+            logits = self.predict_masked(z_vt, text, masked, token_embeddings, encode_ids)
+            losses["mtp"] = mtp_loss(logits, text.input_ids[masked], cfg.label_smoothing)
+            total = total + cfg.mtp_weight * losses["mtp"]
+        if self.code_proj is not None:
+            codes = self.relation_codes(quantized, z_vt, text.tokens)
+            losses["ras"] = ras_loss(text.tokens, codes, text.mask, cfg.ras_mean_over_padding)
+            total = total + cfg.ras_weight * losses["ras"]
+        losses["align"] = total
+        return losses
