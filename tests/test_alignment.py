@@ -220,3 +220,21 @@ def test_probe_mode_gives_no_language_gradient_to_the_tokenizer(minilm):
     out.losses["align"].backward()
     assert tok.encoder.conv_in.weight.grad is None
     assert tok.aligner.visual.cls.grad is not None
+
+
+def test_training_steps_never_run_the_text_encoder_on_seen_captions(tiny_config, tmp_path):
+    from lgvq.config import load_config
+    from lgvq.tokenizers.config import TokenizerRunConfig
+    from lgvq.tokenizers.training import TokenizerTask
+    from lgvq.training.trainer import Trainer
+
+    cfg = load_config(TokenizerRunConfig, tiny_config, ["alignment=lgvq", "train.max_steps=3",
+                                                        "lgvq.visual_width=16", "lgvq.max_length=16"])
+    task = TokenizerTask(cfg)
+    precomputed = task.text.cache.encoded_count
+    assert precomputed == len(set(task.dataset.all_captions()))  # one batched pass before training
+    calls = []
+    original = task.text.encoder.forward
+    task.text.encoder.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    Trainer(task, cfg.train, tmp_path / "run").fit()
+    assert task.text.cache.encoded_count == precomputed and not calls

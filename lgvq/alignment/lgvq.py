@@ -62,6 +62,7 @@ class LGVQConfig:
     detach_codes: bool = False
     keep_in_export: bool = True  # false: the saved tokenizer drops the alignment modules
     text_cache_dir: str | None = None  # on-disk text-feature cache; None = in memory only
+    precompute_text: bool = True  # encode all training captions once before the first step
 
 
 def sample_mask_ratio(cfg: LGVQConfig) -> float:

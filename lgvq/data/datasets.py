@@ -46,6 +46,10 @@ class ImageTextDataset(torch.utils.data.Dataset):
     def load(self, index: int, rng: np.random.Generator) -> dict | None:
         raise NotImplementedError
 
+    def all_captions(self) -> list[str]:
+        """Every caption of the set (without decoding images), e.g. to precompute text features."""
+        raise NotImplementedError
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         return self.load(index, sample_rng(self.seed, epoch, index))
@@ -67,6 +71,9 @@ class ShapesDataset(ImageTextDataset):
         if not 0 <= index < self.num:
             raise IndexError(f"shapes {self.split} index {index} out of range [0, {self.num})")
         return shapes.make_sample(index, self.split, self.seed, self.image_size, self.two_object_fraction)
+
+    def all_captions(self) -> list[str]:
+        return [c for i in range(self.num) for c in self.sample(i).captions]
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
         s = self.sample(index)
@@ -154,6 +161,13 @@ class HFImageTextDataset(ImageTextDataset):
 
     def load(self, index: int, rng: np.random.Generator) -> dict | None:
         return self.decode(self.ds[index], index, rng)
+
+    def all_captions(self) -> list[str]:
+        column = self.decode.caption_column
+        if column is None:
+            return []
+        values = self.ds[column]
+        return [c for v in values for c in ([v] if isinstance(v, str) else (v or []))]
 
 
 def load_hf_dataset(cfg: DataConfig, split_name: str, streaming: bool = False):

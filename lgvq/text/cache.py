@@ -45,6 +45,16 @@ class TextFeatureCache:
             self.encoded_count += len(chunk)
             self._dirty = True
 
+    def precompute(self, texts: list[str], progress: bool = True) -> int:
+        """Encode every not-yet-cached text in large batches; returns how many were encoded."""
+        from tqdm.auto import tqdm
+
+        missing = list(dict.fromkeys(t for t in texts if t not in self.rows))
+        for i in tqdm(range(0, len(missing), self.batch_size), desc="text features", disable=not progress or
+                      not missing):
+            self._fill(missing[i:i + self.batch_size])
+        return len(missing)
+
     def __call__(self, texts: list[str]) -> TextFeatures:
         """Padded features (B, max_length, ...) for `texts`, on the CPU."""
         self._fill(texts)

@@ -39,6 +39,10 @@ class TokenizerTask(TrainingTask):
         self.dataset = (build_dataset(cfg.data, "train", require_captions=self.aligned)
                         if not cfg.data.streaming else None)
         self.text: AlignmentText | None = AlignmentText(cfg.lgvq) if self.aligned else None
+        if self.text is not None and self.dataset is not None and cfg.lgvq.precompute_text:
+            # one batched pass over the captions instead of small encoder runs inside the steps
+            self.text.cache.precompute(self.dataset.all_captions())
+            self.text.cache.save()
         self.loss: VQGANLoss | None = None
         self._preview_batch: torch.Tensor | None = None
 
