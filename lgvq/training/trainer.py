@@ -104,13 +104,13 @@ class TrainingTask:
         raise NotImplementedError
 
 
-def check_process_group(accelerator: Accelerator) -> None:
+def check_process_group(num_processes: int) -> None:
     """torchrun-style launchers on a machine without GPUs leave every rank alone in a process
     group of one unless accelerate is told to use the CPU; each would then write the same run."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and accelerator.num_processes != launched:
+    if launched > 1 and num_processes != launched:
         raise RuntimeError(
-            f"launched as {launched} processes, but accelerate set up {accelerator.num_processes} "
+            f"launched as {launched} processes, but accelerate set up {num_processes} "
             f"(no GPU here). For several CPU processes run: ACCELERATE_USE_CPU=true accelerate launch "
             f"--multi_gpu --num_processes {launched} -m lgvq ...")
 
@@ -138,7 +138,7 @@ class Trainer:
                                                 logging_dir=str(self.run_dir / "logs")))
         self.tracker_config = tracker_config or {}
         self.step = 0
-        check_process_group(self.accelerator)
+        check_process_group(self.accelerator.num_processes)
 
     # -- setup -------------------------------------------------------------------------------
     def _setup(self) -> None:
