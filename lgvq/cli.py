@@ -160,6 +160,16 @@ def cmd_export_shapes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluation_args(parser: argparse.ArgumentParser, model_help: str, out_default: str, batch_size: int) -> None:
+    parser.add_argument("--model", required=True, help=model_help)
+    parser.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the run's own data)")
+    parser.add_argument("--limit", type=int, help="evaluate the first N validation images")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--out", help=f"JSON file (default {out_default})")
+    parser.add_argument("overrides", nargs="*", help="data.key=value overrides")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lgvq", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="verb", required=True)
@@ -173,26 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train_tokenizer)
 
     e = sub.add_parser("evaluate-tokenizer", help="PSNR, SSIM, LPIPS, rFID and codebook usage of a tokenizer")
-    e.add_argument("--model", required=True, help="a saved tokenizer folder (RUN/model)")
-    e.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the run's own data)")
-    e.add_argument("--limit", type=int, help="evaluate the first N validation images")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    e.add_argument("--inception-path", help=f"folder or file of clean-fid's inception-2015-12-05.pt")
+    _evaluation_args(e, "a saved tokenizer folder (RUN/model)", "RUN/eval/tokenizer.json", batch_size=64)
+    e.add_argument("--inception-path", help="folder or file of clean-fid's inception-2015-12-05.pt")
     e.add_argument("--lpips-vgg-path", help="torchvision's vgg16-397923af.pth")
     e.add_argument("--no-fid", action="store_true", help="skip rFID")
-    e.add_argument("--out", help="JSON file (default RUN/eval/tokenizer.json)")
-    e.add_argument("overrides", nargs="*", help="data.key=value overrides")
     e.set_defaults(func=cmd_evaluate_tokenizer)
 
     a = sub.add_parser("evaluate-alignment", help="LG-VQ diagnostics: retrieval, masked-word recall, relation MSE")
-    a.add_argument("--model", required=True, help="a tokenizer trained with alignment: lgvq (RUN/model)")
-    a.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the run's own data)")
-    a.add_argument("--limit", type=int, help="evaluate the first N validation images")
-    a.add_argument("--batch-size", type=int, default=100)
-    a.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    a.add_argument("--out", help="JSON file (default RUN/eval/alignment.json)")
-    a.add_argument("overrides", nargs="*", help="data.key=value overrides")
+    _evaluation_args(a, "a tokenizer trained with alignment: lgvq (RUN/model)", "RUN/eval/alignment.json",
+                     batch_size=100)
     a.set_defaults(func=cmd_evaluate_alignment)
 
     d = sub.add_parser("data", help="dataset utilities")
