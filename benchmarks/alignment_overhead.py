@@ -50,8 +50,9 @@ def main() -> None:
     p.add_argument("--overlay", default="configs/lgvq/shapes.yaml")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. lgvq.visual_width=64")
     args = p.parse_args()
-    cfg = load_config(TokenizerRunConfig, [args.config, args.overlay])
+    cfg = load_config(TokenizerRunConfig, [args.config, args.overlay], args.overrides)
     cfg.data.num_train = 512
     dataset = build_dataset(cfg.data, "train", require_captions=True)
     text = AlignmentText(cfg.lgvq)
@@ -67,7 +68,7 @@ def main() -> None:
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - t)
     p_med, l_med = statistics.median(times["plain"]), statistics.median(times["lgvq"])
-    print(f"config {args.config} + {args.overlay}, batch {cfg.train.batch_size}, threads {torch.get_num_threads()}")
+    print(f"config {args.config} + {args.overlay} {' '.join(args.overrides)}, batch {cfg.train.batch_size}, threads {torch.get_num_threads()}")
     print(f"plain VQ-GAN step  {1000 * p_med:8.1f} ms (median of {args.steps})")
     print(f"LG-VQ step         {1000 * l_med:8.1f} ms")
     print(f"ratio LG-VQ / plain: {l_med / p_med:.2f}  (target <= 1.3)")

@@ -10,6 +10,7 @@ Rows are stored without padding (real tokens only). The disk file is keyed by th
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -83,10 +84,10 @@ class TextFeatureCache:
             "tokens": torch.cat([self.rows[t][1] for t in texts]),
             "sentence": torch.stack([self.rows[t][2] for t in texts]),
         }
-        tmp = self.cache_dir / (CACHE_FILE + ".tmp")
+        tmp = self.cache_dir / f"{CACHE_FILE}.{os.getpid()}.tmp"  # processes may save side by side
         save_file(tensors, str(tmp))
         tmp.replace(self.cache_dir / CACHE_FILE)
-        index_tmp = self.cache_dir / (INDEX_FILE + ".tmp")
+        index_tmp = self.cache_dir / f"{INDEX_FILE}.{os.getpid()}.tmp"
         index_tmp.write_text(json.dumps({"encoder": self.encoder.key, "texts": texts, "lengths": lengths}))
         index_tmp.replace(self.cache_dir / INDEX_FILE)
         self._dirty = False

@@ -66,7 +66,7 @@ class FrozenTextEncoder(nn.Module):
         if self.is_clip:
             self.model = CLIPTextModelWithProjection.from_pretrained(path)
         else:
-            self.model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            self.model = AutoModel.from_pretrained(path)  # its pooler (if any) is loaded but unused
         limit = getattr(self.model.config, "max_position_embeddings", max_length)
         if max_length > limit:
             raise ValueError(f"max_length {max_length} exceeds {name}'s {limit} positions")

@@ -14,11 +14,11 @@ from lgvq.config import ConfigError
 from lgvq.data.datasets import build_dataset
 from lgvq.data.loader import train_stream
 from lgvq.images import save_grid
+from lgvq.text.cache import TextFeatureCache
+from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.losses import VQGANLoss
 from lgvq.tokenizers.lpips import find_vgg16_weights
-from lgvq.text.cache import TextFeatureCache
-from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
 
