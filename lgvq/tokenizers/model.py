@@ -28,7 +28,8 @@ class TokenizerOutput:
     reconstruction: torch.Tensor  # (B, 3, H, W)
     ids: torch.Tensor  # (B, h, w)
     quantized: torch.Tensor  # (B, embed_dim, h, w), straight-through in training
-    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # vq (weighted), codebook, commitment
+    # vq (weighted sum), codebook, commitment; with alignment inputs also gsa / mtp / ras and align
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class VQTokenizer(LgvqModelMixin, ConfigMixin):
@@ -75,7 +76,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
 
     @property
     def token_shape(self) -> tuple[int, int]:
-        side = self.config.resolution // 2 ** (len(self.config.ch_mult) - 1)
+        side = self.config.resolution // self.downsample_factor
         return (side, side)
 
     @property
