@@ -98,7 +98,7 @@ def cmd_evaluate_tokenizer(args: argparse.Namespace) -> int:
     import torch
 
     from lgvq.data.datasets import build_dataset
-    from lgvq.evaluation.tokenizer_eval import evaluate_tokenizer, format_table, write_results
+    from lgvq.evaluation.tokenizer_eval import evaluate_tokenizer, format_table
     from lgvq.tokenizers.model import VQTokenizer
 
     model_dir = Path(args.model)
@@ -110,12 +110,19 @@ def cmd_evaluate_tokenizer(args: argparse.Namespace) -> int:
     results = evaluate_tokenizer(model, dataset, batch_size=args.batch_size, limit=args.limit, device=device,
                                  inception_path=args.inception_path, lpips_vgg_path=args.lpips_vgg_path,
                                  compute_fid=not args.no_fid)
-    results["model"] = str(model_dir)
     results["data"] = {"source": data_cfg.source, "path": data_cfg.path, "split": "validation"}
-    out = Path(args.out) if args.out else model_dir.parent / "eval" / "tokenizer.json"
-    write_results(results, out)
-    print(format_table(results))
-    print(f"results written to {out}")
+    return _report(results, model_dir, args.out, "tokenizer.json", format_table)
+
+
+def _report(results: dict, model_dir: Path, out: str | None, default_name: str, table) -> int:
+    """Print the table and write the JSON (default RUN/eval/NAME beside RUN/model)."""
+    from lgvq.evaluation.tokenizer_eval import write_results
+
+    results["model"] = str(model_dir)
+    path = Path(out) if out else model_dir.parent / "eval" / default_name
+    write_results(results, path)
+    print(table(results))
+    print(f"results written to {path}")
     return 0
 
 
@@ -125,7 +132,6 @@ def cmd_evaluate_alignment(args: argparse.Namespace) -> int:
 
     from lgvq.data.datasets import build_dataset
     from lgvq.evaluation.alignment_eval import evaluate_alignment, format_alignment_table
-    from lgvq.evaluation.tokenizer_eval import write_results
     from lgvq.text.encoder import FrozenTextEncoder
     from lgvq.tokenizers.model import VQTokenizer
 
@@ -143,12 +149,7 @@ def cmd_evaluate_alignment(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate_alignment(model, dataset, encoder, batch_size=args.batch_size, limit=args.limit,
                                  device=device)
-    results["model"] = str(model_dir)
-    out = Path(args.out) if args.out else model_dir.parent / "eval" / "alignment.json"
-    write_results(results, out)
-    print(format_alignment_table(results))
-    print(f"results written to {out}")
-    return 0
+    return _report(results, model_dir, args.out, "alignment.json", format_alignment_table)
 
 
 # -- data ---------------------------------------------------------------------------------------
