@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lgvq.alignment.lgvq import LGVQAlignment, LGVQConfig, exact_word_mask
 from lgvq.alignment.losses import gsa_loss, mtp_loss, ras_loss

@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,18 +121,16 @@ def _move_batch(batch: dict, device: torch.device) -> dict:
 
 class Trainer:
     def __init__(self, task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, resume: str | None = None,
-                 tracker_config: dict | None = None, accelerator: Accelerator | None = None,
-                 on_step_end: Callable[[int], None] | None = None):
+                 tracker_config: dict | None = None):
         if cfg.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"train.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
         self.task, self.cfg = task, cfg
         self.run_dir = Path(run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
         self.resume = resume
-        self.on_step_end = on_step_end
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
-        self.accelerator = accelerator or Accelerator(
+        self.accelerator = Accelerator(
             mixed_precision=cfg.mixed_precision, log_with="tensorboard", step_scheduler_with_optimizer=False,
             project_config=ProjectConfiguration(project_dir=str(self.run_dir),
                                                 logging_dir=str(self.run_dir / "logs")))
@@ -286,8 +284,6 @@ class Trainer:
                     self._preview()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save_checkpoint()
-                if self.on_step_end is not None:
-                    self.on_step_end(self.step)
         finally:
             bar.close()
         if skipped and acc.is_main_process:
