@@ -3,6 +3,11 @@
     lgvq train-tokenizer --config configs/tokenizer/vqgan_shapes.yaml [--resume latest] [key=value ...]
     lgvq evaluate-tokenizer --model RUN/model [--data shapes|FOLDER|HUB_ID] [data.key=value ...]
     lgvq evaluate-alignment --model RUN/model [--data ...]
+    lgvq encode --tokenizer RUN/model --out STORE           (stage two: lgvq/cli_priors.py)
+    lgvq train-prior --config configs/prior/shapes_t2i.yaml
+    lgvq sample --prior RUN --prompt "a red circle" --num-images 4 --out DIR
+    lgvq complete --prior RUN --image in.png --keep-top 0.5 --out DIR
+    lgvq evaluate-prior --prior RUN
     lgvq data export-shapes --out DIR --num N [--num-val M]
 
 Several processes: `accelerate launch --num_processes 2 -m lgvq train-tokenizer ...`.
@@ -24,13 +29,16 @@ class UsageError(ValueError):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from lgvq.config import ConfigError
+    from lgvq.data.code_store import StoreError
     from lgvq.data.datasets import DataError
+    from lgvq.evaluation.shapes_score import CaptionGrammarError
     from lgvq.hub import WrongModelKindError
+    from lgvq.pipelines import PromptError
     from lgvq.tokenizers.lpips import MissingWeightsError
     from lgvq.training.trainer import TrainingDiverged
 
     return (ConfigError, DataError, MissingWeightsError, WrongModelKindError, TrainingDiverged, UsageError,
-            FileNotFoundError)
+            FileNotFoundError, StoreError, PromptError, CaptionGrammarError)
 
 
 # -- train-tokenizer --------------------------------------------------------------------------
@@ -131,7 +139,10 @@ def cmd_evaluate_alignment(args: argparse.Namespace) -> int:
     import torch
 
     from lgvq.data.datasets import build_dataset
-    from lgvq.evaluation.alignment_eval import evaluate_alignment, format_alignment_table
+    from lgvq.evaluation.alignment_eval import (
+        evaluate_alignment,
+        format_alignment_table,
+    )
     from lgvq.text.encoder import FrozenTextEncoder
     from lgvq.tokenizers.model import VQTokenizer
 
@@ -194,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluation_args(a, "a tokenizer trained with alignment: lgvq (RUN/model)", "RUN/eval/alignment.json",
                      batch_size=100)
     a.set_defaults(func=cmd_evaluate_alignment)
+
+    from lgvq.cli_priors import add_parsers
+
+    add_parsers(sub)
 
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="data_verb", required=True)

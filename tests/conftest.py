@@ -46,3 +46,51 @@ def fresh_accelerate_state():
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+TINY_TOKENIZER_MODEL = dict(resolution=32, ch=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(),
+                            z_channels=16, embed_dim=16, norm_groups=8, codebook_size=64, codebook_dim=4,
+                            l2_norm=True)  # 4 x 4 = 16 tokens per image
+
+SHAPES_DATA = {"source": "shapes", "image_size": 32, "num_train": 48, "num_val": 12}
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A saved (untrained, randomly initialised) tokenizer: stage two only needs its encode/decode."""
+    import torch
+
+    from lgvq.tokenizers.model import VQTokenizer
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tokenizer") / "model"
+    VQTokenizer(**TINY_TOKENIZER_MODEL).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_tokenizer_dir, tmp_path_factory) -> Path:
+    """A code store of tiny shapes data (train + validation), with MiniLM caption features."""
+    from lgvq.cli import main
+
+    out = tmp_path_factory.mktemp("store") / "codes"
+    overrides = [f"data.{k}={v}" for k, v in SHAPES_DATA.items()]
+    assert main(["encode", "--tokenizer", str(tiny_tokenizer_dir), "--out", str(out), "--data", "shapes",
+                 "--batch-size", "16", *overrides]) == 0
+    return out
+
+
+TINY_PRIOR = {
+    "model": {"dim": 32, "depth": 2, "heads": 2, "ff_mult": 2},
+    "train": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "log_every": 2,
+              "checkpoint_every": 2, "num_threads": 1},
+    "sample": {"batch_size": 8},
+}
+
+
+def tiny_prior_config(tmp_path: Path, store: Path, conditioning: str = "text", name: str = "prior") -> Path:
+    data = {k: dict(v) for k, v in TINY_PRIOR.items()}
+    data["store"] = str(store)
+    data["model"]["conditioning"] = conditioning
+    data["train"]["output_dir"] = str(tmp_path / name)
+    return write_config(tmp_path / f"{name}.yaml", data)

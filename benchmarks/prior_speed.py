@@ -1,0 +1,126 @@
+"""Stage-two speed ratios, each measured side by side in one run (alternating, median of repeats):
+
+1. KV-cached sampling over full recomputation, at the default length and at 256 tokens (target >= 5x at 256)
+2. guidance in one doubled batch over two separate passes (target >= 1.3x)
+3. a prior training step reading the code store over one that encodes the images in the step (target >= 3x)
+
+    python benchmarks/prior_speed.py [--tokenizer-config configs/tokenizer/vqgan_shapes_f8.yaml]
+                                     [--prior-config configs/prior/shapes_t2i.yaml] [--device cpu]
+
+Models are randomly initialised at the configs' sizes: speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lgvq.config import load_config
+from lgvq.data.datasets import build_dataset
+from lgvq.priors.config import PriorRunConfig
+from lgvq.priors.model import Condition, PriorTransformer, next_token_loss
+from lgvq.priors.sampling import generate
+from lgvq.tokenizers.config import TokenizerRunConfig
+from lgvq.tokenizers.model import VQTokenizer
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def side_by_side(a, b, repeats: int, device) -> tuple[float, float]:
+    """Median seconds of a and b, alternating so that machine noise hits both alike."""
+    a(), b()  # warm-up
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(timed(a, device))
+        tb.append(timed(b, device))
+    return statistics.median(ta), statistics.median(tb)
+
+
+def text_prior(pcfg: PriorRunConfig, seq_len: int, vocab: int, device) -> PriorTransformer:
+    torch.manual_seed(0)
+    m = pcfg.model
+    return PriorTransformer(vocab_size=vocab, seq_len=seq_len, conditioning="text", text_width=384, text_length=16,
+                            dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult).to(device).eval()
+
+
+def text_condition(b: int, device) -> Condition:
+    return Condition(text=torch.randn(b, 16, 384, device=device), text_mask=torch.ones(b, 16, dtype=torch.bool,
+                                                                                      device=device))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tokenizer-config", default="configs/tokenizer/vqgan_shapes_f8.yaml")
+    p.add_argument("--prior-config", default="configs/prior/shapes_t2i.yaml")
+    p.add_argument("--batch", type=int, default=8, help="images sampled at once")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    tcfg = load_config(TokenizerRunConfig, args.tokenizer_config)
+    pcfg = load_config(PriorRunConfig, args.prior_config)
+    tok = VQTokenizer.from_model_config(tcfg.model, tcfg.data.image_size).to(device)
+    h, w = tok.token_shape
+    vocab = tok.vocab_size
+    cond = text_condition(args.batch, device)
+    rows = []
+
+    # 1. KV cache
+    for n in dict.fromkeys([h * w, 256]):
+        prior = text_prior(pcfg, n, vocab, device)
+        run = lambda cache: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, use_cache=cache)  # noqa
+        cached, full = side_by_side(run(True), run(False), args.repeats, device)
+        rows.append((f"KV cache over recomputation, {n} tokens", full / cached, "(target >= 5x at 256)"))
+
+    # 2. guidance batching
+    prior = text_prior(pcfg, h * w, vocab, device)
+    run = lambda batch: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, guidance_batch=batch)
+    one, two = side_by_side(run(True), run(False), args.repeats, device)
+    rows.append(("guidance: doubled batch over two passes", two / one, "(target >= 1.3x)"))
+
+    # 3. training from the store vs encoding in the step
+    tcfg.data.num_train = pcfg.train.batch_size
+    data = build_dataset(tcfg.data, "train")
+    images = torch.stack([data[i]["image"] for i in range(pcfg.train.batch_size)]).to(device)
+    tok.eval()
+    with torch.no_grad():
+        stored = tok.encode(images).reshape(images.shape[0], -1)
+    prior = text_prior(pcfg, h * w, vocab, device).train()
+    opt = torch.optim.Adam(prior.parameters(), lr=1e-4)
+    bcond = text_condition(images.shape[0], device)
+
+    def step(tokens_fn):
+        def run():
+            tokens = tokens_fn()
+            next_token_loss(prior(tokens, bcond), tokens).backward()
+            opt.step()
+            opt.zero_grad()
+        return run
+
+    def encode_in_step():
+        with torch.no_grad():
+            return tok.encode(images).reshape(images.shape[0], -1)
+
+    from_store, encoding = side_by_side(step(lambda: stored), step(encode_in_step), args.repeats * 3, device)
+    rows.append(("training step: code store over encoding in the step", encoding / from_store,
+                 "(target >= 3x)"))
+
+    print(f"device {device}, {torch.get_num_threads()} threads, prior dim {pcfg.model.dim} x {pcfg.model.depth}, "
+          f"{h * w} tokens per image, batch {args.batch} (sampling) / {pcfg.train.batch_size} (training)")
+    for name, ratio, target in rows:
+        print(f"{name:<55} {ratio:6.2f}x  {target}")
+
+
+if __name__ == "__main__":
+    main()

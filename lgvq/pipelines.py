@@ -1,0 +1,200 @@
+"""Load a trained prior run (tokenizer + prior + text-encoder reference) and sample in one call.
+
+    from lgvq.pipelines import TextToImagePipeline
+    pipe = TextToImagePipeline.from_pretrained("runs/prior_shapes")
+    images = pipe("a red circle above a blue square", num_images=4, seed=0)   # list of PIL images
+
+`ClassConditionalPipeline` takes class ids or names, `UnconditionalPipeline` just a count;
+`load_pipeline(run_dir)` picks the right one. Every pipeline can also complete an image whose
+top part is kept (`pipe.complete(image, keep_top=0.5)`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lgvq.data.transforms import to_uint8
+from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.priors.sampling import generate
+from lgvq.priors.training import prior_run_model_dir
+from lgvq.tokenizers.model import VQTokenizer
+
+
+class PromptError(ValueError):
+    """A sampling request that this prior cannot meet."""
+
+
+class PriorPipeline:
+    conditioning: str | None = None  # the prior conditioning this pipeline serves (None: any)
+
+    def __init__(self, prior: PriorTransformer, tokenizer: VQTokenizer, sample_defaults: dict | None = None,
+                 device: str | torch.device | None = None):
+        if self.conditioning is not None and prior.config.conditioning != self.conditioning:
+            raise PromptError(f"this prior is {prior.config.conditioning}-conditional; use "
+                              f"{PIPELINES[prior.config.conditioning].__name__} (or load_pipeline)")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.prior = prior.to(self.device).eval()
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.defaults = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 3.0, "batch_size": 50}
+        self.defaults |= sample_defaults or {}
+        h, w = prior.config.token_shape
+        if tuple(tokenizer.token_shape) != (h, w) or tokenizer.vocab_size != prior.config.vocab_size:
+            raise PromptError(f"the tokenizer ({tokenizer.token_shape}, {tokenizer.vocab_size} codes) does not "
+                              f"match the prior ({(h, w)}, {prior.config.vocab_size} codes)")
+        self._text_encoder = None
+
+    @classmethod
+    def from_pretrained(cls, run_dir: str | Path, device: str | torch.device | None = None):
+        """A prior run folder: RUN/model (prior), RUN/tokenizer, RUN/config.yaml (sampling defaults)."""
+        run_dir = Path(run_dir)
+        prior = PriorTransformer.from_pretrained(prior_run_model_dir(run_dir))
+        tok_dir = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else run_dir.parent / "tokenizer"
+        if not tok_dir.is_dir():
+            raise FileNotFoundError(f"no tokenizer beside the prior in {run_dir} (expected {run_dir}/tokenizer)")
+        tokenizer = VQTokenizer.from_pretrained(tok_dir)
+        defaults = _sample_defaults(run_dir)
+        target = cls if cls is not PriorPipeline else PIPELINES[prior.config.conditioning]
+        return target(prior, tokenizer, defaults, device)
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def _generate(self, cond: Condition, seed: int | None, prompt_tokens: torch.Tensor | None = None,
+                  **overrides) -> list[Image.Image]:
+        args = {k: v for k, v in (self.defaults | {k: v for k, v in overrides.items() if v is not None}).items()}
+        batch_size = int(args.pop("batch_size"))
+        top_k = int(args["top_k"]) or None
+        top_p = args["top_p"] if args["top_p"] < 1 else None
+        generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
+        n = cond.size()
+        images = []
+        for start in range(0, n, batch_size):
+            part = _slice_condition(cond, start, min(n, start + batch_size)).to(self.device)
+            prompt = prompt_tokens[start:start + batch_size] if prompt_tokens is not None else None
+            tokens = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
+                              cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt)
+            images += self.decode(tokens)
+        return images
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
+        """(B, seq_len) ids -> PIL images."""
+        h, w = self.prior.config.token_shape
+        pixels = self.tokenizer.decode(tokens.reshape(tokens.shape[0], h, w).to(self.device))
+        return [Image.fromarray(a) for a in to_uint8(pixels)]
+
+    def complete(self, image: Image.Image | str | Path, keep_top: float = 0.5, num_images: int = 1,
+                 seed: int | None = None, condition: Condition | None = None, **sampling) -> list[Image.Image]:
+        """Keep the top `keep_top` of the image's token rows and sample the rest."""
+        if not 0 <= keep_top < 1:
+            raise PromptError(f"keep_top must be in [0, 1), not {keep_top}")
+        if isinstance(image, (str, Path)):
+            image = Image.open(image)
+        size = self.tokenizer.config.resolution
+        pixels = torch.from_numpy(np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC)))
+        pixels = (pixels.permute(2, 0, 1).float() / 127.5 - 1)[None].to(self.device)
+        with torch.no_grad():
+            ids = self.tokenizer.encode(pixels).reshape(1, -1)
+        h, w = self.prior.config.token_shape
+        keep = math.floor(keep_top * h) * w * self.prior.config.tokens_per_position
+        cond = condition or self._null_free_condition(num_images)
+        return self._generate(cond, seed, ids[:, :keep].expand(num_images, -1), **sampling)
+
+    def _null_free_condition(self, n: int) -> Condition:
+        if self.prior.config.conditioning != "none":
+            raise PromptError("this prior is conditional: pass condition= (a prompt or class) to complete()")
+        return Condition(batch_size=n)
+
+    # -- text ------------------------------------------------------------------------------------
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from lgvq.text.encoder import FrozenTextEncoder
+
+            c = self.prior.config
+            self._text_encoder = FrozenTextEncoder(c.text_encoder, c.text_length, c.text_pooling).to(self.device)
+        return self._text_encoder
+
+    def text_condition(self, prompts: list[str]) -> Condition:
+        limit = self.prior.config.text_length
+        for p in prompts:
+            if not isinstance(p, str) or not p.strip():
+                raise PromptError("empty prompt: give the text to draw, e.g. 'a small red circle'")
+            n = len(self.text_encoder.tokenizer(p)["input_ids"])
+            if n > limit:
+                raise PromptError(f"prompt {p!r} has {n} tokens; this prior takes at most {limit} "
+                                  f"(the longest caption it was trained on)")
+        feats = self.text_encoder.encode(prompts)
+        return Condition(text=feats.tokens.float(), text_mask=feats.mask)
+
+
+class TextToImagePipeline(PriorPipeline):
+    conditioning = "text"
+
+    def __call__(self, prompt: str | list[str], num_images: int = 1, seed: int | None = None,
+                 **sampling) -> list[Image.Image]:
+        """`num_images` per prompt, in prompt order. Sampling options: temperature, top_k, top_p,
+        cfg_scale, batch_size (defaults from the run's config)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise PromptError("no prompts given")
+        cond = self.text_condition([p for p in prompts for _ in range(num_images)])
+        return self._generate(cond, seed, **sampling)
+
+
+class ClassConditionalPipeline(PriorPipeline):
+    conditioning = "class"
+
+    def class_ids(self, classes: int | str | list) -> list[int]:
+        names = self.prior.config.class_names or []
+        out = []
+        for c in classes if isinstance(classes, list) else [classes]:
+            if isinstance(c, str) and not c.isdigit():
+                if c not in names:
+                    raise PromptError(f"unknown class name {c!r}; known: {', '.join(names) or 'none (use ids)'}")
+                c = names.index(c)
+            c = int(c)
+            if not 0 <= c < self.prior.config.num_classes:
+                raise PromptError(f"class {c} out of range: this prior knows classes 0..{self.prior.config.num_classes - 1}")
+            out.append(c)
+        return out
+
+    def __call__(self, classes: int | str | list, num_images: int = 1, seed: int | None = None,
+                 **sampling) -> list[Image.Image]:
+        labels = torch.tensor([c for c in self.class_ids(classes) for _ in range(num_images)])
+        return self._generate(Condition(labels=labels), seed, **sampling)
+
+
+class UnconditionalPipeline(PriorPipeline):
+    conditioning = "none"
+
+    def __call__(self, num_images: int = 1, seed: int | None = None, **sampling) -> list[Image.Image]:
+        return self._generate(Condition(batch_size=num_images), seed, **sampling)
+
+
+PIPELINES = {"text": TextToImagePipeline, "class": ClassConditionalPipeline, "none": UnconditionalPipeline}
+
+
+def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None) -> PriorPipeline:
+    """The pipeline matching the run's prior (text, class or unconditional)."""
+    return PriorPipeline.from_pretrained(run_dir, device)
+
+
+def _slice_condition(cond: Condition, a: int, b: int) -> Condition:
+    part = lambda t: t[a:b] if t is not None else None
+    return Condition(part(cond.labels), part(cond.text), part(cond.text_mask), b - a)
+
+
+def _sample_defaults(run_dir: Path) -> dict:
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return {}
+    from dataclasses import asdict
+
+    from lgvq.config import load_config
+    from lgvq.priors.config import PriorRunConfig
+
+    return asdict(load_config(PriorRunConfig, config).sample)

@@ -1,0 +1,1 @@
+"""Stage two: GPT priors over code sequences (model, sampling, training)."""

@@ -1,0 +1,44 @@
+"""Config schema of a prior run (`lgvq train-prior`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lgvq.config import TrainConfig
+
+
+@dataclass
+class PriorModelConfig:
+    """The GPT (x-transformers Decoder) and its conditioning."""
+
+    conditioning: str = "auto"  # auto | none | class | text; auto: text if the store has caption features,
+    #                             else class if it has labels, else none
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.0
+    cond_dropout: float = 0.1  # probability of the null condition while training (for guidance)
+
+
+@dataclass
+class SampleConfig:
+    """Sampling defaults stored with the run (each can be changed per call)."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    top_p: float = 1.0  # 1: no nucleus filter
+    cfg_scale: float = 3.0  # classifier-free guidance; 1 = none
+    batch_size: int = 50
+
+
+@dataclass
+class PriorRunConfig:
+    name: str = "prior"
+    store: str = "runs/codes"  # a code store written by `lgvq encode` (with train/ and validation/)
+    init_from: str | None = None  # a prior run (or its model folder) to continue from (fine-tuning)
+    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        output_dir="runs/prior", lr=3e-4, betas=[0.9, 0.95], weight_decay=0.0, warmup_steps=100, batch_size=32,
+        sample_every=0, checkpoint_every=500))

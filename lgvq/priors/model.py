@@ -1,0 +1,152 @@
+"""The GPT prior over a tokenizer's code sequences, on x-transformers.
+
+    prior = PriorTransformer(vocab_size=1024, seq_len=64, conditioning="text", text_width=384, text_length=24)
+    logits = prior(tokens, Condition(text=feats, text_mask=mask))   # (B, N) ids -> (B, N, V)
+
+The network is x-transformers' `TransformerWrapper` + `Decoder` (rotary positions, PyTorch's
+scaled-dot-product attention). Every conditioning is a prefix of embeddings in front of the image
+tokens, ending in a learned start-of-image embedding whose output predicts the first token:
+
+- unconditional:     [soi]
+- class-conditional: [class embedding, soi]; row `num_classes` is the null class (guidance)
+- text-conditional:  [projected frozen text features (padding masked), soi]
+
+Text goes in as a prefix rather than through cross-attention (LlamaGen's t2i design): one attention
+mechanism serves text and image, the KV cache holds the text after the first step, and x-transformers'
+cached decoding with `prepend_embeds` is exercised by its own tests and ours. The null text for
+guidance is a learned sequence; condition dropout swaps it in while training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from torch import nn
+from x_transformers import Decoder, TransformerWrapper
+
+from lgvq.hub import LgvqModelMixin
+
+CONDITIONINGS = ("none", "class", "text")
+
+
+@dataclass
+class Condition:
+    """What to condition on, per sequence of the batch. Fields the prior does not use stay None."""
+
+    labels: torch.Tensor | None = None  # (B,) long class ids
+    text: torch.Tensor | None = None  # (B, L, D) frozen per-token text features
+    text_mask: torch.Tensor | None = None  # (B, L) bool, True at real tokens
+    batch_size: int | None = None  # needed only for unconditional priors
+
+    def size(self) -> int:
+        for t in (self.labels, self.text):
+            if t is not None:
+                return t.shape[0]
+        if self.batch_size is None:
+            raise ValueError("an unconditional Condition needs batch_size")
+        return self.batch_size
+
+    def to(self, device) -> Condition:
+        move = lambda t: t.to(device) if t is not None else None
+        return Condition(move(self.labels), move(self.text), move(self.text_mask), self.batch_size)
+
+
+class PriorTransformer(LgvqModelMixin, ConfigMixin):
+    model_kind = "prior"
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, vocab_size: int = 1024, seq_len: int = 256, conditioning: str = "none", num_classes: int = 0,
+                 text_width: int = 0, text_length: int = 0, dim: int = 256, depth: int = 4, heads: int = 4,
+                 ff_mult: int = 4, dropout: float = 0.0, cond_dropout: float = 0.1,
+                 text_encoder: str | None = None, text_pooling: str = "auto", class_names: list | None = None,
+                 token_shape: tuple = (16, 16), tokens_per_position: int = 1):
+        super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, not {conditioning!r}")
+        if conditioning == "class" and num_classes < 1:
+            raise ValueError("a class-conditional prior needs num_classes >= 1")
+        if conditioning == "text" and (text_width < 1 or text_length < 1):
+            raise ValueError("a text-conditional prior needs text_width and text_length")
+        self.net = TransformerWrapper(
+            num_tokens=vocab_size, max_seq_len=seq_len + self.prefix_length, use_abs_pos_emb=False,
+            emb_dropout=dropout,
+            attn_layers=Decoder(dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_flash=True,
+                                ff_mult=ff_mult, attn_dropout=dropout, ff_dropout=dropout))
+        self.start = nn.Parameter(torch.randn(1, 1, dim) * 0.02)  # start-of-image embedding
+        if conditioning == "class":
+            self.class_embedding = nn.Embedding(num_classes + 1, dim)  # last row: null class
+        if conditioning == "text":
+            self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, dim))
+            self.null_text = nn.Parameter(torch.randn(text_length, dim) * 0.02)
+
+    # -- conditioning prefix -----------------------------------------------------------------
+    @property
+    def prefix_length(self) -> int:
+        return {"none": 1, "class": 2, "text": self.config.text_length + 1}[self.config.conditioning]
+
+    def check_condition(self, cond: Condition) -> None:
+        """Clear errors for a condition this prior cannot take."""
+        c = self.config
+        if c.conditioning == "class":
+            if cond.labels is None:
+                raise ValueError("this prior is class-conditional: give class labels")
+            if cond.labels.numel() and (cond.labels.min() < 0 or cond.labels.max() >= c.num_classes):
+                raise ValueError(f"class out of range: this prior knows classes 0..{c.num_classes - 1}")
+        elif c.conditioning == "text":
+            if cond.text is None:
+                raise ValueError("this prior is text-conditional: give a prompt")
+            if cond.text.shape[1] > c.text_length:
+                raise ValueError(f"prompt features have {cond.text.shape[1]} tokens; this prior takes at most "
+                                 f"{c.text_length}")
+        elif cond.labels is not None or cond.text is not None:
+            raise ValueError("this prior is unconditional: it was not trained with classes or prompts")
+
+    def prefix(self, cond: Condition, drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix embeddings (B, P, dim) and mask (B, P). `drop` (B,) bool swaps in the null condition."""
+        b = cond.size()
+        device = self.start.device
+        start = self.start.expand(b, -1, -1)
+        ones = lambda n: torch.ones(b, n, dtype=torch.bool, device=device)
+        kind = self.config.conditioning
+        if kind == "none":
+            return start, ones(1)
+        if drop is None:
+            drop = torch.zeros(b, dtype=torch.bool, device=device)
+        if kind == "class":
+            labels = torch.where(drop, self.config.num_classes, cond.labels.to(device))
+            return torch.cat([self.class_embedding(labels)[:, None], start], 1), ones(2)
+        L = self.config.text_length
+        text, mask = cond.text.to(device), cond.text_mask.to(device)
+        if text.shape[1] < L:  # pad to the trained prefix length (positions must match training)
+            text = F.pad(text, (0, 0, 0, L - text.shape[1]))
+            mask = F.pad(mask, (0, L - mask.shape[1]), value=False)
+        emb = self.text_proj(text.to(self.start.dtype))
+        emb = torch.where(drop[:, None, None], self.null_text.expand(b, -1, -1), emb)
+        mask = mask | drop[:, None]
+        return torch.cat([emb, start], 1), torch.cat([mask, ones(1)], 1)
+
+    def drop_mask(self, batch_size: int) -> torch.Tensor | None:
+        """Condition dropout for training: which rows get the null condition."""
+        if self.config.conditioning == "none" or not self.training or self.config.cond_dropout <= 0:
+            return None
+        return torch.rand(batch_size, device=self.start.device) < self.config.cond_dropout
+
+    # -- forward -------------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: (B, N) ids -> logits (B, N, V), position i predicting tokens[:, i]."""
+        prefix, mask = self.prefix(cond, drop)
+        logits = self.net(tokens[:, :-1], prepend_embeds=prefix, prepend_mask=mask)
+        return logits[:, prefix.shape[1] - 1:]
+
+    def loss(self, tokens: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """Mean next-token cross-entropy over image tokens, with condition dropout in training."""
+        return next_token_loss(self(tokens, cond, self.drop_mask(tokens.shape[0])), tokens)
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, V) logits, (B, N) targets -> mean cross-entropy in nats per token."""
+    return F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())

@@ -1,0 +1,157 @@
+"""Stage-two training: a PriorTransformer on a code store, as a task of the shared Trainer.
+
+The step reads token ids and cached caption features from the memory-mapped store; the image
+encoder and the text encoder never run inside it. A run directory holds what sampling needs:
+
+    RUN/config.yaml   RUN/model (the prior)   RUN/tokenizer (a copy of the stage-one model)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgvq.config import ConfigError
+from lgvq.data.code_store import CodeStore, StoreError
+from lgvq.data.loader import EpochBatchSampler
+from lgvq.priors.config import PriorRunConfig
+from lgvq.priors.model import Condition, PriorTransformer, next_token_loss
+from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
+
+log = logging.getLogger(__name__)
+
+
+def resolve_conditioning(wanted: str, store: CodeStore) -> str:
+    has_text = bool(store.text)
+    has_labels = store.manifest.get("num_classes") or int(np.max(store.labels, initial=-1)) >= 0
+    if wanted == "auto":
+        return "text" if has_text else "class" if has_labels else "none"
+    if wanted == "text" and not has_text:
+        raise ConfigError(f"model.conditioning=text needs caption features in the store {store.path}; "
+                          f"encode captioned data with a text encoder")
+    if wanted == "class" and not has_labels:
+        raise ConfigError(f"model.conditioning=class needs labels in the store {store.path}")
+    if wanted not in ("none", "class", "text"):
+        raise ConfigError(f"model.conditioning must be auto, none, class or text, not {wanted!r}")
+    return wanted
+
+
+def condition_from_batch(batch: dict, conditioning: str) -> Condition:
+    if conditioning == "class":
+        return Condition(labels=batch["label"])
+    if conditioning == "text":
+        return Condition(text=batch["text"], text_mask=batch["text_mask"])
+    return Condition(batch_size=batch["tokens"].shape[0])
+
+
+def prior_run_model_dir(path: str | Path) -> Path:
+    """A prior run folder (RUN) or its model folder (RUN/model) -> the model folder."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").is_file() else path
+
+
+def initialise_from(prior: PriorTransformer, source: str | Path) -> None:
+    """Copy a trained prior's weights into `prior` for fine-tuning. The conditioning, token
+    vocabulary and widths must agree; a different class count keeps the old classes' rows (and the
+    null row), the new rows keep their fresh initialisation."""
+    old = PriorTransformer.from_pretrained(prior_run_model_dir(source))
+    for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width"):
+        if old.config[key] != prior.config[key]:
+            raise ConfigError(f"cannot fine-tune from {source}: its {key} is {old.config[key]!r}, this run's is "
+                              f"{prior.config[key]!r} (same tokenizer and model size needed)")
+    state = old.state_dict()
+    if prior.config.conditioning == "class":
+        new_rows = prior.class_embedding.weight.detach().clone()
+        old_rows = state["class_embedding.weight"]
+        keep = min(old.config.num_classes, prior.config.num_classes)
+        new_rows[:keep] = old_rows[:keep]
+        new_rows[-1] = old_rows[-1]  # the null class
+        state["class_embedding.weight"] = new_rows
+        if old.config.num_classes != prior.config.num_classes:
+            log.info("classes: %d -> %d (kept the first %d rows and the null row)", old.config.num_classes,
+                     prior.config.num_classes, keep)
+    if prior.config.conditioning == "text" and old.config.text_length != prior.config.text_length:
+        rows = prior.null_text.detach().clone()
+        keep = min(old.config.text_length, prior.config.text_length)
+        rows[:keep] = state["null_text"][:keep]
+        state["null_text"] = rows
+    prior.load_state_dict(state)
+
+
+class PriorTask(TrainingTask):
+    main_module = "prior"
+    progress_keys = ("loss",)
+
+    def __init__(self, cfg: PriorRunConfig, run_dir: str | Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        store_root = Path(cfg.store)
+        if not (store_root / "train").is_dir():
+            raise StoreError(f"{store_root} has no train/ split; write the store with "
+                             f"`lgvq encode --tokenizer RUN/model --out {store_root}`")
+        self.store = CodeStore(store_root / "train")
+        self.conditioning = resolve_conditioning(cfg.model.conditioning, self.store)
+        self._copy_tokenizer()
+
+    def _copy_tokenizer(self) -> None:
+        """RUN/tokenizer: the stage-one model the codes came from, so the run samples on its own."""
+        source, target = Path(self.store.manifest["tokenizer"]), self.run_dir / "tokenizer"
+        if target.is_dir():
+            return
+        if not (source / "config.json").is_file():
+            raise StoreError(f"the store's tokenizer {source} is gone; sampling needs it beside the prior")
+        tmp = self.run_dir / ".tmp-tokenizer"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        tmp.replace(target)
+
+    def prior_kwargs(self) -> dict:
+        m, s = self.cfg.model, self.store.manifest
+        kwargs = dict(vocab_size=s["vocab_size"], seq_len=s["seq_len"], conditioning=self.conditioning,
+                      dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult, dropout=m.dropout,
+                      cond_dropout=m.cond_dropout, token_shape=tuple(s["token_shape"]),
+                      tokens_per_position=s["tokens_per_position"])
+        if self.conditioning == "class":
+            n = s.get("num_classes") or int(np.max(self.store.labels)) + 1
+            kwargs |= dict(num_classes=n, class_names=s.get("class_names"))
+        if self.conditioning == "text":
+            t = s["text"]
+            kwargs |= dict(text_width=t["width"], text_length=t["length"], text_encoder=t["encoder"],
+                           text_pooling=t["pooling"])
+        return kwargs
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        prior = PriorTransformer(**self.prior_kwargs())
+        if self.cfg.init_from:
+            initialise_from(prior, self.cfg.init_from)
+        log.info("prior: %.1fM parameters, %d tokens per image, conditioning %s",
+                 sum(p.numel() for p in prior.parameters()) / 1e6, prior.config.seq_len, self.conditioning)
+        return {"prior": prior}
+
+    def optimizer_specs(self) -> list[OptimizerSpec]:
+        t = self.cfg.train
+        return [OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay)]
+
+    def train_batches(self, start_batch: int, rank: int, world_size: int):
+        sampler = EpochBatchSampler(len(self.store), self.cfg.train.batch_size, self.cfg.train.seed, rank,
+                                    world_size, start_batch)
+        for k, keys in enumerate(sampler, start=start_batch):
+            # the caption drawn for each image is a function of (seed, rank, batch number): resumable
+            rng = np.random.default_rng([self.cfg.train.seed, rank, k])
+            yield self.store.batch([i for i, _ in keys], rng)
+
+    def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
+        tokens = batch["tokens"]
+        drop = ctx.unwrap("prior").drop_mask(tokens.shape[0])  # condition dropout
+        # through the (possibly DDP-wrapped) module, so that gradients are synchronised
+        logits = ctx.modules["prior"](tokens, condition_from_batch(batch, self.conditioning), drop)
+        loss = next_token_loss(logits, tokens)
+        ctx.backward(loss)
+        return {"loss": loss.detach()}
+
+    def export(self, model: nn.Module, out_dir: Path) -> None:
+        model.save_pretrained(str(out_dir))

@@ -1,0 +1,159 @@
+"""Prior training from the code store, fine-tuning, pipelines and the stage-two CLI verbs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lgvq.cli import main
+from lgvq.config import load_config
+from lgvq.pipelines import (
+    ClassConditionalPipeline,
+    PromptError,
+    TextToImagePipeline,
+    UnconditionalPipeline,
+    load_pipeline,
+)
+from lgvq.priors.config import PriorRunConfig
+from lgvq.priors.model import PriorTransformer
+from lgvq.priors.training import PriorTask, initialise_from
+from lgvq.tokenizers.model import VQTokenizer
+from lgvq.training.trainer import Trainer
+from tests.conftest import tiny_prior_config
+
+
+@pytest.fixture(scope="module")
+def text_run(tiny_store, tmp_path_factory):
+    """A tiny text-to-image prior run trained through the CLI."""
+    tmp = tmp_path_factory.mktemp("t2i")
+    assert main(["train-prior", "--config", str(tiny_prior_config(tmp, tiny_store, "text"))]) == 0
+    return tmp / "prior"
+
+
+def test_run_folder_holds_everything_sampling_needs(text_run):
+    assert (text_run / "model" / "config.json").is_file()
+    assert (text_run / "tokenizer" / "config.json").is_file()
+    config = json.loads((text_run / "model" / "config.json").read_text())
+    assert config["conditioning"] == "text" and config["text_encoder"] == "minilm"
+
+
+def test_training_step_never_runs_the_image_encoder(tiny_store, tmp_path, monkeypatch):
+    def forbidden(*a, **k):
+        raise AssertionError("the image encoder ran during prior training")
+
+    monkeypatch.setattr(VQTokenizer, "encode", forbidden)
+    monkeypatch.setattr(VQTokenizer, "encode_features", forbidden)
+    cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "class"))
+    Trainer(PriorTask(cfg, tmp_path / "prior"), cfg.train, tmp_path / "prior").fit()
+
+
+def test_prior_learns_the_store(tiny_store, tmp_path):
+    """A few dozen steps bring the loss well below the uniform-guess entropy ln(64)."""
+    cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "class"),
+                      ["train.max_steps=60", "train.log_every=60", "train.checkpoint_every=1000"])
+    task = PriorTask(cfg, tmp_path / "prior")
+    trainer = Trainer(task, cfg.train, tmp_path / "prior")
+    trainer.fit()
+    prior = PriorTransformer.from_pretrained(tmp_path / "prior" / "model")
+    from lgvq.data.code_store import CodeStore
+    from lgvq.evaluation.prior_eval import validation_nll
+
+    nll = validation_nll(prior, CodeStore(tiny_store / "train"))
+    assert nll["nll"] < 0.8 * np.log(64)
+
+
+def test_fine_tuning_keeps_old_class_rows(tiny_store, tmp_path):
+    old = PriorTransformer(vocab_size=64, seq_len=16, conditioning="class", num_classes=24, dim=32, depth=2, heads=2,
+                           ff_mult=2)
+    old.save_pretrained(tmp_path / "old" / "model")
+    new = PriorTransformer(vocab_size=64, seq_len=16, conditioning="class", num_classes=30, dim=32, depth=2, heads=2,
+                           ff_mult=2)
+    fresh = new.class_embedding.weight.detach().clone()
+    initialise_from(new, tmp_path / "old")
+    w_old, w_new = old.class_embedding.weight, new.class_embedding.weight
+    assert torch.equal(w_new[:24], w_old[:24]) and torch.equal(w_new[-1], w_old[-1])  # classes and null row
+    assert torch.equal(w_new[24:30], fresh[24:30])  # new classes keep their initialisation
+    assert torch.equal(new.net.token_emb.emb.weight, old.net.token_emb.emb.weight)
+
+
+def test_fine_tuning_refuses_another_vocabulary(tmp_path):
+    from lgvq.config import ConfigError
+
+    PriorTransformer(vocab_size=64, seq_len=16, dim=32, depth=2, heads=2).save_pretrained(tmp_path / "m")
+    with pytest.raises(ConfigError, match="vocab_size"):
+        initialise_from(PriorTransformer(vocab_size=80, seq_len=16, dim=32, depth=2, heads=2), tmp_path / "m")
+
+
+def test_fine_tune_through_cli(text_run, tiny_store, tmp_path):
+    cfg = tiny_prior_config(tmp_path, tiny_store, "text", name="tuned")
+    assert main(["train-prior", "--config", str(cfg), "--init-from", str(text_run), "--data", str(tiny_store),
+                 "train.max_steps=2"]) == 0
+    assert (tmp_path / "tuned" / "model" / "config.json").is_file()
+
+
+def test_text_pipeline_returns_pil_images(text_run):
+    pipe = TextToImagePipeline.from_pretrained(text_run, device="cpu")
+    images = pipe(["a small red circle", "a large blue square"], num_images=2, seed=0)
+    assert len(images) == 4 and all(isinstance(im, Image.Image) and im.size == (32, 32) for im in images)
+    again = pipe(["a small red circle", "a large blue square"], num_images=2, seed=0)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
+
+
+def test_pipeline_errors_are_clear(text_run):
+    pipe = load_pipeline(text_run, device="cpu")
+    assert isinstance(pipe, TextToImagePipeline)
+    with pytest.raises(PromptError, match="empty prompt"):
+        pipe("   ")
+    with pytest.raises(PromptError, match="at most"):
+        pipe("a small red circle " * 10)
+    with pytest.raises(PromptError, match="text-conditional"):
+        ClassConditionalPipeline.from_pretrained(text_run)
+    with pytest.raises(PromptError, match="conditional"):
+        UnconditionalPipeline.from_pretrained(text_run)
+
+
+def test_class_pipeline_by_id_and_name(tiny_store, tmp_path):
+    cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "class"), ["train.max_steps=1"])
+    Trainer(PriorTask(cfg, tmp_path / "prior"), cfg.train, tmp_path / "prior").fit()
+    pipe = load_pipeline(tmp_path / "prior", device="cpu")
+    assert isinstance(pipe, ClassConditionalPipeline)
+    assert len(pipe([0, "blue square"], num_images=2, seed=1)) == 4
+    with pytest.raises(PromptError, match="out of range"):
+        pipe(24)
+    with pytest.raises(PromptError, match="unknown class name"):
+        pipe("mauve circle")
+
+
+def test_sample_complete_and_evaluate_cli(text_run, tmp_path, capsys):
+    out = tmp_path / "samples"
+    assert main(["sample", "--prior", str(text_run), "--prompt", "a small red circle", "--num-images", "3",
+                 "--cfg", "2", "--seed", "1", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["0000.png", "0001.png", "0002.png", "grid.png"]
+    assert main(["sample", "--prior", str(text_run), "--class", "3", "--out", str(out)]) == 2
+    assert "sample it with a prompt" in capsys.readouterr().err
+    assert main(["sample", "--prior", str(text_run), "--prompt", "", "--out", str(out)]) == 2
+    assert "empty prompt" in capsys.readouterr().err
+    assert main(["complete", "--prior", str(text_run), "--image", str(out / "0000.png"), "--keep-top", "0.5",
+                 "--prompt", "a small red circle", "--num-images", "2", "--out", str(tmp_path / "done")]) == 0
+    assert len(list((tmp_path / "done").glob("000*.png"))) == 2
+    assert main(["evaluate-prior", "--prior", str(text_run), "--num-prompts", "6", "--no-fid"]) == 0
+    res = json.loads((text_run / "eval" / "prior.json").read_text())
+    assert res["faithfulness"]["count_one_object"] + res["faithfulness"]["count_two_objects"] == 6
+    assert res["validation"]["perplexity"] > 1
+
+
+def test_completion_keeps_the_top_rows(text_run):
+    pipe = load_pipeline(text_run, device="cpu")
+    decoded = []
+    plain_decode = pipe.decode
+    pipe.decode = lambda tokens: decoded.append(tokens) or plain_decode(tokens)
+    source = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        source_ids = pipe.tokenizer.encode(torch.from_numpy(source).permute(2, 0, 1)[None].float() / 127.5 - 1)
+    cond = pipe.text_condition(["a large green square"] * 3)
+    images = pipe.complete(Image.fromarray(source), keep_top=0.5, num_images=3, condition=cond, seed=4)
+    assert len(images) == 3
+    tokens = decoded[-1]  # (3, 16): 2 of the 4 token rows kept, 2 sampled
+    assert torch.equal(tokens[:, :8], source_ids.reshape(1, -1)[:, :8].expand(3, -1))
