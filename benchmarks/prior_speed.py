@@ -4,7 +4,7 @@
 2. guidance in one doubled batch over two separate passes (target >= 1.3x)
 3. a prior training step reading the code store over one that encodes the images in the step (target >= 3x)
 
-    python benchmarks/prior_speed.py [--tokenizer-config configs/tokenizer/vqgan_shapes_f8.yaml]
+    python benchmarks/prior_speed.py [--tokenizer-config configs/tokenizer/vqgan_shapes.yaml]
                                      [--prior-config configs/prior/shapes_t2i.yaml] [--device cpu]
 
 Models are randomly initialised at the configs' sizes: speed does not depend on the weights.
@@ -61,7 +61,7 @@ def text_condition(b: int, device) -> Condition:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tokenizer-config", default="configs/tokenizer/vqgan_shapes_f8.yaml")
+    p.add_argument("--tokenizer-config", default="configs/tokenizer/vqgan_shapes.yaml")
     p.add_argument("--prior-config", default="configs/prior/shapes_t2i.yaml")
     p.add_argument("--batch", type=int, default=8, help="images sampled at once")
     p.add_argument("--repeats", type=int, default=3)
@@ -77,7 +77,7 @@ def main() -> None:
     rows = []
 
     # 1. KV cache
-    for n in dict.fromkeys([h * w, 256]):
+    for n in dict.fromkeys([64, h * w, 256]):
         prior = text_prior(pcfg, n, vocab, device)
         run = lambda cache: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, use_cache=cache)  # noqa
         cached, full = side_by_side(run(True), run(False), args.repeats, device)

@@ -8,6 +8,7 @@
     lgvq sample --prior RUN --prompt "a red circle" --num-images 4 --out DIR
     lgvq complete --prior RUN --image in.png --keep-top 0.5 --out DIR
     lgvq evaluate-prior --prior RUN
+    lgvq train-captioner / train-vqa / caption / answer / evaluate-head    (heads: lgvq/cli_heads.py)
     lgvq data export-shapes --out DIR --num N [--num-val M]
 
 Several processes: `accelerate launch --num_processes 2 -m lgvq train-tokenizer ...`.
@@ -206,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
                      batch_size=100)
     a.set_defaults(func=cmd_evaluate_alignment)
 
-    from lgvq.cli_priors import add_parsers
+    from lgvq import cli_heads, cli_priors
 
-    add_parsers(sub)
+    cli_priors.add_parsers(sub)
+    cli_heads.add_parsers(sub)
 
     d = sub.add_parser("data", help="dataset utilities")
     dsub = d.add_subparsers(dest="data_verb", required=True)

@@ -5,6 +5,7 @@
     lgvq sample --prior RUN --prompt "a red circle" --num-images 4 --cfg 3 --seed 0 --out DIR
     lgvq complete --prior RUN --image in.png --keep-top 0.5 --out DIR
     lgvq evaluate-prior --prior RUN [--num-prompts 200]
+    lgvq report --run runs/pipeline
 """
 
 from __future__ import annotations
@@ -260,6 +261,15 @@ def format_prior_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# -- report ------------------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from lgvq.report import build_report
+
+    path = build_report(args.run)
+    print(f"report written to {path}")
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", required=True, help="a prior run folder (RUN with RUN/model and RUN/tokenizer)")
@@ -325,3 +335,7 @@ def add_parsers(sub) -> None:
     v.add_argument("--no-fid", action="store_true")
     v.add_argument("--out", help="JSON file (default RUN/eval/prior.json)")
     v.set_defaults(func=cmd_evaluate_prior)
+
+    r = sub.add_parser("report", help="report.md, report.json and plots of a pipeline folder")
+    r.add_argument("--run", required=True, help="the folder scripts/run_pipeline.sh writes (--out)")
+    r.set_defaults(func=cmd_report)

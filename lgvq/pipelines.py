@@ -64,7 +64,7 @@ class PriorPipeline:
     # -- shared machinery ----------------------------------------------------------------------
     def _generate(self, cond: Condition, seed: int | None, prompt_tokens: torch.Tensor | None = None,
                   **overrides) -> list[Image.Image]:
-        args = {k: v for k, v in (self.defaults | {k: v for k, v in overrides.items() if v is not None}).items()}
+        args = self.defaults | {k: v for k, v in overrides.items() if v is not None}
         batch_size = int(args.pop("batch_size"))
         top_k = int(args["top_k"]) or None
         top_p = args["top_p"] if args["top_p"] < 1 else None

@@ -94,3 +94,17 @@ def tiny_prior_config(tmp_path: Path, store: Path, conditioning: str = "text", n
     data["model"]["conditioning"] = conditioning
     data["train"]["output_dir"] = str(tmp_path / name)
     return write_config(tmp_path / f"{name}.yaml", data)
+
+
+TINY_HEAD = {
+    "model": {"dim": 32, "depth": 1, "heads": 2, "code_encoder_depth": 1, "max_length": 24},
+    "train": {"max_steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "log_every": 2,
+              "checkpoint_every": 2, "num_threads": 1},
+}
+
+
+def tiny_head_config(tmp_path: Path, store: Path, name: str = "head") -> Path:
+    data = {k: dict(v) for k, v in TINY_HEAD.items()}
+    data["store"] = str(store)
+    data["train"]["output_dir"] = str(tmp_path / name)
+    return write_config(tmp_path / f"{name}.yaml", data)

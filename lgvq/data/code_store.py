@@ -9,6 +9,7 @@ Layout of one split (STORE/train, STORE/validation), all arrays memory-mapped nu
     valid.npy        (items,) bool; False where the image could not be read
     labels.npy       (images,) int64; -1 without a label
     captions.json    per image, its captions as indices into texts.json
+    qa.json          per image, its question-answer pairs ({"type", "question", "answer"})
     texts.json       the unique captions
     text_ids.npy, text_tokens.npy (float16), text_offsets.npy: per unique caption its token ids and
                      frozen per-token features, concatenated without padding (row r is
@@ -118,6 +119,7 @@ def encode_split(tokenizer, dataset: ImageTextDataset, out: str | Path, request:
         for start in range(state["items_done"], num_items, chunk):
             stop = min(start + chunk, num_items)
             captions: dict[int, list[str]] = {}
+            qa: dict[int, list[dict]] = {}
             for b in range(start, stop, batch_size):
                 keys = [(item % num_images, item // num_images) for item in range(b, min(b + batch_size, stop))]
                 items = [dataset[k] for k in keys]
@@ -131,9 +133,10 @@ def encode_split(tokenizer, dataset: ImageTextDataset, out: str | Path, request:
                     for it in (items[i] for i in ok):
                         labels[it["index"]] = it["label"]
                         captions[it["index"]] = it["captions"]
+                        qa[it["index"]] = it.get("qa", [])
                 bar.update(len(keys))
             tokens.flush(), valid.flush(), labels.flush()
-            _write_json(out / "parts" / f"captions-{start:09d}.json", captions)
+            _write_json(out / "parts" / f"captions-{start:09d}.json", {"captions": captions, "qa": qa})
             state["items_done"] = stop
             _write_json(progress_path, state)
     bar.close()
@@ -152,8 +155,12 @@ def _write_captions_and_features(out: Path, request: StoreRequest, manifest: dic
                                  text_cache_dir: str | Path | None) -> None:
     """Gather the per-chunk captions, index the unique ones, and store their frozen features."""
     per_image: dict[int, list[str]] = {}
+    qa: dict[int, list[dict]] = {}
     for part in sorted((out / "parts").glob("captions-*.json")):
-        per_image |= {int(k): v for k, v in _read_json(part).items()}
+        content = _read_json(part)
+        per_image |= {int(k): v for k, v in content["captions"].items()}
+        qa |= {int(k): v for k, v in content["qa"].items()}
+    _write_json(out / "qa.json", [qa.get(i, []) for i in range(manifest["num_images"])])
     texts = list(dict.fromkeys(c for i in sorted(per_image) for c in per_image[i]))
     index = {t: i for i, t in enumerate(texts)}
     _write_json(out / "texts.json", texts)
@@ -198,6 +205,8 @@ class CodeStore:
         self.labels = np.load(self.path / "labels.npy", mmap_mode="r")
         self.captions: list[list[int]] = _read_json(self.path / "captions.json")
         self.texts: list[str] = _read_json(self.path / "texts.json")
+        qa_file = self.path / "qa.json"
+        self.qa: list[list[dict]] = _read_json(qa_file) if qa_file.is_file() else [[] for _ in self.captions]
         self.text = self.manifest.get("text")
         if self.text:
             self.text_offsets = np.load(self.path / "text_offsets.npy")

@@ -5,7 +5,7 @@ Every dataset is indexed by `(index, epoch)`: the epoch feeds the per-sample ran
 resumed run sees exactly what an uninterrupted one would. Items are dicts:
 
     {"image": (3, H, W) float in [-1, 1], "caption": str, "captions": list[str],
-     "label": int (-1 when unlabelled), "index": int}
+     "label": int (-1 when unlabelled), "qa": [{"type", "question", "answer"}, ...], "index": int}
 
 An unreadable image yields `None` (counted by `collate`) unless `data.strict` is set.
 """
@@ -79,7 +79,7 @@ class ShapesDataset(ImageTextDataset):
         s = self.sample(index)
         caption = s.captions[int(rng.integers(len(s.captions)))] if self.random_caption else s.text
         return {"image": to_tensor(s.image), "caption": caption, "captions": s.captions, "label": s.label,
-                "index": index}
+                "qa": s.qa, "index": index}
 
 
 def _pick_caption_column(columns: list[str], wanted: str, required: bool, where: str) -> str | None:
@@ -143,7 +143,8 @@ class RecordDecoder:
             caption = captions[int(rng.integers(len(captions)))] if self.train else captions[0]
         raw_label = row[self.label_column] if self.label_column is not None else None
         label = int(raw_label) if raw_label is not None else -1
-        return {"image": image, "caption": caption, "captions": captions, "label": label, "index": index}
+        qa = [dict(q) for q in row.get("qa") or [] if isinstance(q, dict)]  # optional `qa` column
+        return {"image": image, "caption": caption, "captions": captions, "label": label, "qa": qa, "index": index}
 
 
 class HFImageTextDataset(ImageTextDataset):

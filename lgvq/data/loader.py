@@ -24,6 +24,7 @@ def collate(items: list[dict | None]) -> dict:
         "image": torch.stack([it["image"] for it in kept]) if kept else torch.empty(0),
         "caption": [it["caption"] for it in kept],
         "captions": [it["captions"] for it in kept],
+        "qa": [it.get("qa", []) for it in kept],
         "label": torch.tensor([it["label"] for it in kept], dtype=torch.long),
         "index": torch.tensor([it["index"] for it in kept], dtype=torch.long),
         "skipped": len(items) - len(kept),

@@ -1,0 +1,211 @@
+"""Training the captioning and VQA heads on a code store (tasks of the shared Trainer).
+
+The heads read the codes of a frozen tokenizer from the store; the image encoder never runs in
+their step. A head run folder: RUN/config.yaml, RUN/model (the head), RUN/tokenizer (a copy of
+the stage-one model, so `lgvq caption` / `lgvq answer` can read images).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lgvq.config import ConfigError, TrainConfig
+from lgvq.data.code_store import CodeStore, StoreError
+from lgvq.data.loader import EpochBatchSampler
+from lgvq.downstream.captioning import CaptionHead
+from lgvq.downstream.code_reader import tokenizer_code_vectors
+from lgvq.downstream.text_vocab import TextVocab
+from lgvq.downstream.vqa import VQAHead
+from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HeadModelConfig:
+    dim: int = 192
+    depth: int = 3
+    heads: int = 4
+    code_encoder_depth: int = 1  # a small transformer over the code vectors first (0 = none)
+    dropout: float = 0.1
+    variant: str = "cross_attention"  # captioning: cross_attention | prefix (ClipCap-style)
+    max_length: int = 32  # caption / question tokens
+    pooling: str = "last"  # VQA: last (the paper) | mean
+
+
+@dataclass
+class HeadRunConfig:
+    name: str = "head"
+    store: str = "runs/codes"
+    text_tokenizer: str = "minilm"  # whose word pieces the heads read and write
+    init_from: str | None = None  # a trained head of the same kind to continue from (fine-tuning)
+    model: HeadModelConfig = field(default_factory=HeadModelConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        output_dir="runs/head", max_steps=1500, batch_size=32, lr=5e-4, betas=[0.9, 0.98], warmup_steps=100,
+        sample_every=0, checkpoint_every=500))
+
+
+def head_model_dir(path: str | Path) -> Path:
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").is_file() else path
+
+
+class HeadTask(TrainingTask):
+    """Shared parts of the two head tasks."""
+
+    main_module = "head"
+    progress_keys = ("loss", "accuracy")
+    head_class: type = nn.Module
+
+    def __init__(self, cfg: HeadRunConfig, run_dir: str | Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        root = Path(cfg.store)
+        if not (root / "train" / "store.json").is_file():
+            raise StoreError(f"{root} has no train/ split; write it with `lgvq encode --tokenizer RUN/model --out {root}`")
+        self.store = CodeStore(root / "train")
+        self.init = self.head_class.from_pretrained(head_model_dir(cfg.init_from)) if cfg.init_from else None
+        self._code_vectors: torch.Tensor | None = None
+        self._copy_tokenizer()
+
+    def _copy_tokenizer(self) -> None:
+        source, target = Path(self.store.manifest["tokenizer"]), self.run_dir / "tokenizer"
+        if target.is_dir():
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / ".tmp-tokenizer"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        tmp.replace(target)
+
+    def common_kwargs(self) -> dict:
+        m = self.cfg.model
+        return {"code_vocab_size": self.store.manifest["vocab_size"], "token_count": self.store.manifest["seq_len"],
+                "tokenizer_name": self.cfg.text_tokenizer, "dim": m.dim, "depth": m.depth, "heads": m.heads,
+                "code_encoder_depth": m.code_encoder_depth, "dropout": m.dropout}
+
+    def code_vectors(self) -> torch.Tensor:
+        """(V, D) the tokenizer's code vectors, which the head reads (frozen)."""
+        if self._code_vectors is None:
+            from lgvq.tokenizers.model import VQTokenizer
+
+            self._code_vectors = tokenizer_code_vectors(VQTokenizer.from_pretrained(self.run_dir / "tokenizer"))
+        return self._code_vectors
+
+    def finish_build(self, head: nn.Module) -> dict[str, nn.Module]:
+        vectors = self.code_vectors()
+        if self.init is not None:
+            self.check_compatible(self.init)
+            head.load_state_dict(self.init.state_dict(), strict=True)
+        head.set_code_vectors(vectors)
+        log.info("%s: %.1fM parameters", type(head).__name__, sum(p.numel() for p in head.parameters()) / 1e6)
+        return {"head": head}
+
+    def check_compatible(self, old: nn.Module) -> None:
+        for key in ("code_vocab_size", "token_count", "tokenizer_name", "dim", "depth", "heads", "code_encoder_depth"):
+            if old.config[key] != self.common_kwargs()[key]:
+                raise ConfigError(f"cannot fine-tune from {self.cfg.init_from}: its {key} is {old.config[key]!r}, "
+                                  f"this run's is {self.common_kwargs()[key]!r}")
+
+    def optimizer_specs(self) -> list[OptimizerSpec]:
+        t = self.cfg.train
+        return [OptimizerSpec("head", t.lr, tuple(t.betas), t.weight_decay)]
+
+    def train_batches(self, start_batch: int, rank: int, world_size: int):
+        sampler = EpochBatchSampler(len(self.store), self.cfg.train.batch_size, self.cfg.train.seed, rank,
+                                    world_size, start_batch)
+        for k, keys in enumerate(sampler, start=start_batch):
+            rng = np.random.default_rng([self.cfg.train.seed, rank, k])
+            yield self.make_batch([i for i, _ in keys], rng)
+
+    def make_batch(self, positions: list[int], rng: np.random.Generator) -> dict:
+        raise NotImplementedError
+
+    def export(self, model: nn.Module, out_dir: Path) -> None:
+        model.save_pretrained(str(out_dir))
+
+
+class CaptionTask(HeadTask):
+    head_class = CaptionHead
+    progress_keys = ("loss",)
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        m = self.cfg.model
+        if self.init is not None:
+            token_ids = self.init.config.token_ids  # keep the old indices; unseen pieces map to [UNK]
+        else:
+            token_ids = TextVocab.from_texts(self.cfg.text_tokenizer, self.store.texts).token_ids
+        head = CaptionHead(**self.common_kwargs(), code_dim=self.code_vectors().shape[1], token_ids=token_ids,
+                           variant=m.variant, max_length=m.max_length)
+        return self.finish_build(head)
+
+    def make_batch(self, positions: list[int], rng: np.random.Generator) -> dict:
+        batch = self.store.batch(positions, rng)
+        if any(not c for c in batch["caption"]):
+            raise StoreError(f"{self.store.path} has images without captions; captioning needs captioned data")
+        return {"codes": batch["tokens"], "caption": batch["caption"], "index": batch["index"]}
+
+    def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
+        head = ctx.unwrap("head")
+        ids, mask = head.vocab.encode(batch["caption"], head.config.max_length)
+        ids, mask = ids.to(batch["codes"].device), mask.to(batch["codes"].device)
+        logits = ctx.modules["head"](batch["codes"], ids[:, :-1])  # through DDP when wrapped
+        target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
+        ctx.backward(loss)
+        return {"loss": loss.detach()}
+
+
+class VQATask(HeadTask):
+    head_class = VQAHead
+
+    def answers(self) -> list[str]:
+        found = sorted({q["answer"] for qa in self.store.qa for q in qa})
+        if not found:
+            raise StoreError(f"{self.store.path} holds no question-answer pairs; VQA needs data with a `qa` field "
+                             f"(the shapes data has one; for folders add \"qa\": [{{\"question\", \"answer\", \"type\"}}])")
+        if self.init is not None:
+            old = list(self.init.config.answers)
+            unknown = sorted(set(found) - set(old))
+            if unknown:
+                raise ConfigError(f"cannot fine-tune from {self.cfg.init_from}: the new data has answers its "
+                                  f"classifier does not know: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}. "
+                                  f"Train a new head instead (no --init-from)")
+            return old
+        return found
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        m = self.cfg.model
+        questions = [q["question"] for qa in self.store.qa for q in qa]
+        token_ids = (self.init.config.token_ids if self.init is not None
+                     else TextVocab.from_texts(self.cfg.text_tokenizer, questions).token_ids)
+        head = VQAHead(**self.common_kwargs(), code_dim=self.code_vectors().shape[1], token_ids=token_ids,
+                       answers=self.answers(), max_question_length=m.max_length, pooling=m.pooling)
+        return self.finish_build(head)
+
+    def make_batch(self, positions: list[int], rng: np.random.Generator) -> dict:
+        batch = self.store.batch(positions)
+        chosen = []
+        for image in batch["index"].tolist():
+            options = self.store.qa[image]
+            chosen.append(options[int(rng.integers(len(options)))] if options else None)
+        keep = [i for i, q in enumerate(chosen) if q is not None]
+        return {"codes": batch["tokens"][keep], "question": [chosen[i]["question"] for i in keep],
+                "answer": [chosen[i]["answer"] for i in keep], "index": batch["index"][keep]}
+
+    def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
+        head = ctx.unwrap("head")
+        device = batch["codes"].device
+        ids, mask = head.encode_questions(batch["question"])
+        target = torch.tensor([head.answer_index[a] for a in batch["answer"]], device=device)
+        logits = ctx.modules["head"](batch["codes"], ids.to(device), mask.to(device))
+        loss = F.cross_entropy(logits.float(), target)
+        ctx.backward(loss)
+        return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == target).float().mean()}

@@ -1,0 +1,79 @@
+"""VQA head over a frozen tokenizer's codes (LG-VQ's setup: codes and question tokens into a
+transformer, a classifier over the answer vocabulary from the last hidden state).
+
+    head = VQAHead(code_vectors=..., token_count=256, tokenizer_name="minilm", token_ids=[...],
+                   answers=["red", ...])
+    logits = head(codes, question_ids, question_mask)        # (B, N), (B, T), (B, T) -> (B, A)
+
+The sequence is [code tokens; question tokens] through a bidirectional x-transformers Encoder
+(a segment embedding tells them apart); `pooling: last` reads the hidden state of the question's
+last token (the paper), `mean` averages the question's hidden states.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from torch import nn
+from x_transformers import Encoder
+
+from lgvq.downstream.code_reader import CodeReader
+from lgvq.downstream.text_vocab import TextVocab
+from lgvq.hub import LgvqModelMixin
+
+
+class VQAHead(LgvqModelMixin, ConfigMixin):
+    model_kind = "VQA head"
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, code_vocab_size: int = 1024, code_dim: int = 64, token_count: int = 256,
+                 tokenizer_name: str = "minilm", token_ids: list | None = None, answers: list | None = None,
+                 dim: int = 192, depth: int = 3, heads: int = 4, code_encoder_depth: int = 0,
+                 max_question_length: int = 32, pooling: str = "last", dropout: float = 0.1):
+        super().__init__()
+        if not answers:
+            raise ValueError("a VQA head needs its answer vocabulary (answers=[...])")
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
+        self.vocab = TextVocab(tokenizer_name, list(token_ids or []))
+        self.codes = CodeReader(torch.zeros(code_vocab_size, code_dim), token_count, dim, code_encoder_depth, heads)
+        self.word_embedding = nn.Embedding(len(self.vocab), dim, padding_idx=self.vocab.pad)
+        self.word_position = nn.Parameter(torch.randn(max_question_length, dim) * 0.02)
+        self.segment = nn.Parameter(torch.randn(2, dim) * 0.02)  # 0: codes, 1: question
+        self.encoder = Encoder(dim=dim, depth=depth, heads=heads, attn_flash=True, attn_dropout=dropout,
+                               ff_dropout=dropout)
+        self.classifier = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(answers)))
+        self.answer_index = {a: i for i, a in enumerate(answers)}
+
+    def set_code_vectors(self, vectors: torch.Tensor) -> None:
+        self.codes.code_vectors.copy_(vectors)
+
+    def encode_questions(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        for q in questions:
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError("empty question: ask something about the image, e.g. 'what colour is the circle?'")
+        return self.vocab.encode(questions, self.config.max_question_length, add_bos_eos=False)
+
+    def forward(self, codes: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor) -> torch.Tensor:
+        """codes (B, N) ids, question (B, T) restricted token ids + mask -> answer logits (B, A)."""
+        b, n = codes.shape
+        t = question.shape[1]
+        x_codes = self.codes(codes) + self.segment[0]
+        x_words = self.word_embedding(question) + self.word_position[:t] + self.segment[1]
+        mask = torch.cat([torch.ones(b, n, dtype=torch.bool, device=codes.device), question_mask], 1)
+        hidden = self.encoder(torch.cat([x_codes, x_words], 1), mask=mask)[:, n:]  # (B, T, dim)
+        if self.config.pooling == "last":
+            last = question_mask.long().sum(1).clamp_min(1) - 1
+            pooled = hidden[torch.arange(b, device=codes.device), last]
+        else:
+            m = question_mask[..., None].float()
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1)
+        return self.classifier(pooled)
+
+    @torch.no_grad()
+    def answer(self, codes: torch.Tensor, questions: list[str]) -> list[str]:
+        ids, mask = self.encode_questions(questions)
+        device = self.codes.code_vectors.device
+        logits = self(codes.to(device), ids.to(device), mask.to(device))
+        return [self.config.answers[i] for i in logits.argmax(-1).tolist()]

@@ -1,0 +1,207 @@
+"""The pipeline report: collect a pipeline folder's evaluation JSONs, draw the plots, and write
+`report.md` (numbers first) and `report.json`.
+
+    python -m lgvq report --run runs/pipeline          # what scripts/run_pipeline.sh calls last
+
+Expected layout (missing parts are reported as missing, not invented):
+
+    RUN/tokenizer/  (model, logs, samples, eval/tokenizer.json, eval/alignment.json)
+    RUN/codes/      (train/, validation/)
+    RUN/prior/      (model, tokenizer, logs, eval/prior.json, eval/samples/)
+    RUN/timings.json  seconds per stage, written by the script
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+PLOTS = "plots"
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _scalars(log_dir: Path, tags: list[str]) -> dict[str, tuple[list[int], list[float]]]:
+    """TensorBoard scalars of a run (steps, values) for the tags that exist."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for events in sorted(log_dir.glob("**/events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in tags:
+            if tag in acc.Tags()["scalars"]:
+                steps, values = out.get(tag, ([], []))
+                for e in acc.Scalars(tag):
+                    steps.append(e.step)
+                    values.append(e.value)
+                out[tag] = (steps, values)
+    return out
+
+
+def plot_losses(run: Path, out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("tokenizer", run / "tokenizer" / "logs", ["rec", "vq", "gsa", "mtp", "ras", "d_loss"]),
+              ("prior", run / "prior" / "logs", ["loss"])]
+    panels = [(name, d, tags, _scalars(d, tags)) for name, d, tags in panels if d.is_dir()]
+    panels = [p for p in panels if p[3]]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (name, _, tags, series) in zip(axes[0], panels):
+        for tag in tags:
+            if tag in series:
+                steps, values = series[tag]
+                ax.plot(steps, values, label=tag)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"{name} training losses")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_code_usage(store: Path, vocab_size: int, out: Path) -> Path | None:
+    """Histogram of how often each code occurs in the encoded training images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tokens_file = store / "train" / "tokens.npy"
+    if not tokens_file.is_file():
+        return None
+    tokens = np.load(tokens_file, mmap_mode="r")
+    counts = np.bincount(np.asarray(tokens).ravel(), minlength=vocab_size)
+    order = np.sort(counts)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(np.arange(len(order)), order, width=1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("code (sorted by frequency)")
+    ax.set_ylabel("occurrences")
+    used = int((counts > 0).sum())
+    ax.set_title(f"code usage over the training set: {used}/{vocab_size} codes used")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_samples(samples_dir: Path, out: Path, limit: int = 24) -> Path | None:
+    """Generated images beside their prompts (and whether the scorer accepted them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    prompts_file = samples_dir / "prompts.txt"
+    if not prompts_file.is_file():
+        return None
+    prompts = prompts_file.read_text().splitlines()[:limit]
+    scores = samples_dir / "scores.jsonl"
+    matches = [json.loads(ln)["match"] for ln in scores.read_text().splitlines()] if scores.is_file() else None
+    cols = 4
+    rows = (len(prompts) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 3, rows * 3.3), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i >= len(prompts):
+            continue
+        ax.imshow(Image.open(samples_dir / f"{i:04d}.png"), interpolation="nearest")
+        mark = "" if matches is None else (" ✓" if matches[i] else " ✗")
+        ax.set_title("\n".join(_wrap(prompts[i] + mark, 28)), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line]
+
+
+def _latest(folder: Path, pattern: str) -> Path | None:
+    found = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def build_report(run: str | Path) -> Path:
+    run = Path(run)
+    plots = run / PLOTS
+    plots.mkdir(parents=True, exist_ok=True)
+    tok_eval = _read(run / "tokenizer" / "eval" / "tokenizer.json")
+    align_eval = _read(run / "tokenizer" / "eval" / "alignment.json")
+    prior_eval = _read(run / "prior" / "eval" / "prior.json")
+    timings = _read(run / "timings.json") or {}
+    report = {"tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval, "timings_s": timings}
+    figures = {
+        "losses": plot_losses(run, plots / "losses.png"),
+        "code_usage": plot_code_usage(run / "codes", (tok_eval or {}).get("codebook_size", 0) or 1,
+                                      plots / "code_usage.png"),
+        "samples": plot_samples(run / "prior" / "eval" / "samples", plots / "samples.png"),
+    }
+    recon = _latest(run / "tokenizer" / "samples", "step-*.png")
+    if recon is not None:
+        figures["reconstructions"] = recon
+    report["figures"] = {k: str(v.relative_to(run)) if v else None for k, v in figures.items()}
+    (run / "report.json").write_text(json.dumps(report, indent=2))
+    (run / "report.md").write_text(_markdown(report, timings))
+    return run / "report.md"
+
+
+def _markdown(report: dict, timings: dict) -> str:
+    lines = ["# lgvq pipeline report", ""]
+    t, a, p = report["tokenizer"], report["alignment"], report["prior"]
+    lines += ["## Numbers", "", "| stage | metric | value |", "| --- | --- | --- |"]
+    if t:
+        lines += [f"| tokenizer | PSNR (dB) | {_fmt(t.get('psnr'), '.2f')} |",
+                  f"| tokenizer | SSIM | {_fmt(t.get('ssim'))} |",
+                  f"| tokenizer | codebook usage | {_fmt(t.get('codebook_usage'), '.1%')} |",
+                  f"| tokenizer | perplexity | {_fmt(t.get('perplexity'), '.1f')} |",
+                  f"| tokenizer | tokens / image | {t.get('tokens_per_image')} |"]
+    if a:
+        lines += [f"| alignment | image-to-text R@1 (chance {_fmt(a.get('retrieval_chance_r@1'), '.4f')}) | "
+                  f"{_fmt(a.get('retrieval_r@1'))} |",
+                  f"| alignment | masked colour/shape word R@1, own / swapped codes | "
+                  f"{_fmt(a.get('mask_recall@1/mask1/own/content'))} / "
+                  f"{_fmt(a.get('mask_recall@1/mask1/swapped/content'))} |",
+                  f"| alignment | relation MSE | {_fmt(a.get('relation_mse'), '.4f')} |"]
+    if p:
+        v, f = p.get("validation") or {}, p.get("faithfulness") or {}
+        lines += [f"| prior | validation NLL (nats/token) | {_fmt(v.get('nll'))} |",
+                  f"| prior | faithfulness, one object | {_fmt(f.get('one_object'), '.1%')} |",
+                  f"| prior | faithfulness, two objects | {_fmt(f.get('two_objects'), '.1%')} |"]
+        fid = (p.get("fid") or {}).get("value")
+        lines.append(f"| prior | FID | {_fmt(fid, '.2f')} |")
+    if not (t or a or p):
+        lines.append("| – | no evaluation results found | – |")
+    if timings:
+        lines += ["", "## Wall time", "", "| stage | minutes |", "| --- | --- |"]
+        lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
+        lines.append(f"| total | {sum(timings.values()) / 60:.1f} |")
+    lines += ["", "## Figures", ""]
+    for name, path in report["figures"].items():
+        lines.append(f"### {name.replace('_', ' ')}\n\n![{name}]({path})\n" if path else f"- {name}: not available")
+    return "\n".join(lines) + "\n"

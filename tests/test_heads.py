@@ -1,0 +1,121 @@
+"""Captioning and VQA heads on the code store: vocabulary, training step, save/load, inference,
+metrics and the errors users meet."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lgvq.cli import main
+from lgvq.data.code_store import CodeStore
+from lgvq.downstream.captioning import CaptionHead
+from lgvq.downstream.text_vocab import TextVocab
+from lgvq.downstream.vqa import VQAHead
+from lgvq.evaluation.head_eval import caption_metrics
+from tests.conftest import tiny_head_config
+
+
+def test_text_vocab_round_trip_and_unknown_pieces():
+    vocab = TextVocab.from_texts("minilm", ["a small red circle", "a large blue square"])
+    ids, mask = vocab.encode(["a small red circle"], max_length=10)
+    assert ids[0, 0] == vocab.bos and ids[0, mask[0].sum() - 1] == vocab.eos
+    assert vocab.decode(ids[0, 1:].tolist()) == "a small red circle"
+    unknown, _ = vocab.encode(["a purple circle"], max_length=10, add_bos_eos=False)
+    assert vocab.unk in unknown[0].tolist()
+    assert len(vocab) < 20  # only the pieces the texts use, plus specials
+
+
+@pytest.fixture(scope="module")
+def caption_run(tiny_store, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cap")
+    assert main(["train-captioner", "--config", str(tiny_head_config(tmp, tiny_store, "cap"))]) == 0
+    return tmp / "cap"
+
+
+@pytest.fixture(scope="module")
+def vqa_run(tiny_store, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("vqa")
+    assert main(["train-vqa", "--config", str(tiny_head_config(tmp, tiny_store, "vqa"))]) == 0
+    return tmp / "vqa"
+
+
+def test_caption_head_learns_the_store(tiny_store, tmp_path):
+    cfg = tiny_head_config(tmp_path, tiny_store, "cap_long")
+    assert main(["train-captioner", "--config", str(cfg), "train.max_steps=80", "train.checkpoint_every=100",
+                 "train.log_every=80"]) == 0
+    head = CaptionHead.from_pretrained(tmp_path / "cap_long" / "model")
+    store = CodeStore(tiny_store / "train")
+    batch = store.batch(list(range(16)))
+    with torch.no_grad():
+        loss = float(head.eval().loss(batch["tokens"], batch["caption"]))
+    assert loss < 0.6 * np.log(len(head.vocab))  # well below guessing among its word pieces
+
+
+def test_caption_head_saves_loads_and_decodes(caption_run, tiny_store):
+    head = CaptionHead.from_pretrained(caption_run / "model").eval()
+    codes = CodeStore(tiny_store / "validation").batch([0, 1, 2])["tokens"]
+    greedy = head.generate(codes)
+    assert len(greedy) == 3 and all(isinstance(t, str) for t in greedy)
+    beams = head.generate(codes, beams=3)
+    assert beams == head.generate(codes, beams=3)  # deterministic
+    prefix = CaptionHead(**{k: v for k, v in head.config.items() if not k.startswith("_")} | {"variant": "prefix"})
+    prefix.set_code_vectors(head.codes.code_vectors)
+    assert prefix(codes, torch.zeros(3, 4, dtype=torch.long)).shape == (3, 4, len(head.vocab))
+
+
+def test_caption_and_answer_cli_on_image_files(caption_run, vqa_run, tmp_path, capsys):
+    from lgvq.data.shapes import make_sample
+
+    path = tmp_path / "img.png"
+    Image.fromarray(make_sample(0, "validation", 0, 32).image).save(path)
+    assert main(["caption", "--model", str(caption_run), str(path), "--beams", "2"]) == 0
+    assert str(path) in capsys.readouterr().out
+    assert main(["answer", "--model", str(vqa_run), "--image", str(path), "--question",
+                 "what colour is the circle?"]) == 0
+    answers = json.loads((vqa_run / "model" / "config.json").read_text())["answers"]
+    assert capsys.readouterr().out.strip() in answers
+    assert main(["answer", "--model", str(vqa_run), "--image", str(path), "--question", "  "]) == 2
+    assert "empty question" in capsys.readouterr().err
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    assert main(["answer", "--model", str(vqa_run), "--image", str(broken), "--question", "what shape?"]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_evaluate_heads(caption_run, vqa_run, capsys):
+    assert main(["evaluate-head", "--model", str(vqa_run)]) == 0
+    res = json.loads((vqa_run / "eval" / "head.json").read_text())
+    assert set(res["per_type"]) == {"colour", "shape", "count", "size", "relation", "yes/no"}
+    assert 0 <= res["accuracy"] <= 1
+    assert main(["evaluate-head", "--model", str(caption_run), "--limit", "6", "--beams", "2"]) == 0
+    res = json.loads((caption_run / "eval" / "head.json").read_text())
+    assert {"BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"} <= set(res) and res["images"] == 6
+
+
+def test_caption_metrics_reward_matching_captions():
+    refs = [["a small red circle", "a red circle"], ["a large blue square above a small red circle"]]
+    perfect = caption_metrics(["a small red circle", "a large blue square above a small red circle"], refs)
+    wrong = caption_metrics(["a large green triangle", "a small white circle"], refs)
+    assert perfect["BLEU-4"] > 0.9 and perfect["CIDEr-D"] > wrong["CIDEr-D"]
+    assert wrong["BLEU-1"] < perfect["BLEU-1"]
+
+
+def test_fine_tuning_vqa_with_unknown_answers_is_refused(tiny_store, vqa_run, tmp_path, capsys):
+    old = VQAHead.from_pretrained(vqa_run / "model")
+    config = {k: v for k, v in old.config.items() if not k.startswith("_")} | {"answers": ["red", "blue"]}
+    VQAHead(**config).save_pretrained(tmp_path / "narrow" / "model")
+    cfg = tiny_head_config(tmp_path, tiny_store, "tuned")
+    assert main(["train-vqa", "--config", str(cfg), "--init-from", str(tmp_path / "narrow")]) == 2
+    err = capsys.readouterr().err
+    assert "answers its classifier does not know" in err and "'circle'" in err
+
+
+def test_fine_tuning_vqa_keeps_weights(tiny_store, vqa_run, tmp_path):
+    cfg = tiny_head_config(tmp_path, tiny_store, "tuned")
+    assert main(["train-vqa", "--config", str(cfg), "--init-from", str(vqa_run), "train.max_steps=1",
+                 "train.lr=1e-12"]) == 0
+    old = VQAHead.from_pretrained(vqa_run / "model").state_dict()
+    new = VQAHead.from_pretrained(tmp_path / "tuned" / "model").state_dict()
+    assert all(torch.allclose(old[k].float(), new[k].float(), atol=1e-6) for k in old)
