@@ -32,6 +32,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lgvq.config import ConfigError
     from lgvq.data.code_store import StoreError
     from lgvq.data.datasets import DataError
+    from lgvq.downstream.retrieval import NotAlignedError
     from lgvq.evaluation.shapes_score import CaptionGrammarError
     from lgvq.hub import WrongModelKindError
     from lgvq.pipelines import PromptError
@@ -39,7 +40,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lgvq.training.trainer import TrainingDiverged
 
     return (ConfigError, DataError, MissingWeightsError, WrongModelKindError, TrainingDiverged, UsageError,
-            FileNotFoundError, StoreError, PromptError, CaptionGrammarError)
+            FileNotFoundError, StoreError, PromptError, CaptionGrammarError, NotAlignedError)
 
 
 # -- train-tokenizer --------------------------------------------------------------------------

@@ -5,6 +5,8 @@
     lgvq train-vqa --config configs/heads/shapes_vqa.yaml [--data STORE] [--init-from RUN]
     lgvq answer --model RUN --image image.png --question "what colour is the circle?"
     lgvq evaluate-head --model RUN [--store STORE]
+    lgvq retrieve --model TOKENIZER --images a.png b.png --texts "a red circle" "a blue square" [--direction t2i]
+    lgvq fill-mask --model TOKENIZER --image a.png --caption "a small [MASK] circle"
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def _load_head(run: Path, kind):
 
 def _image_codes(tokenizer, paths: list[str]):
     """Read images (any size; resized to the tokenizer's resolution) -> code ids (B, N)."""
+    import torch
+
+    with torch.no_grad():
+        return tokenizer.encode(_image_pixels(tokenizer, paths)).reshape(len(paths), -1)
+
+
+def _image_pixels(tokenizer, paths: list[str]):
+    """Read images, resized to the tokenizer's resolution -> (B, 3, H, W) in [-1, 1]."""
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -84,8 +94,7 @@ def _image_codes(tokenizer, paths: list[str]):
         except (OSError, UnidentifiedImageError) as e:
             raise DataError(f"cannot read image {p}: {e}") from e
         pixels.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 127.5 - 1)
-    with torch.no_grad():
-        return tokenizer.encode(torch.stack(pixels)).reshape(len(paths), -1)
+    return torch.stack(pixels)
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
@@ -140,6 +149,36 @@ def cmd_evaluate_head(args: argparse.Namespace) -> int:
     return _report(results, model_dir, args.out, "head.json", table)
 
 
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    from lgvq.downstream.retrieval import AlignedTokenizer
+
+    aligned = AlignedTokenizer.from_pretrained(args.model)
+    texts = list(args.texts or [])
+    if args.texts_file:
+        texts += [ln.strip() for ln in Path(args.texts_file).read_text().splitlines() if ln.strip()]
+    if not texts or not args.images:
+        raise UsageError("give images (--images) and texts (--texts and/or --texts-file)")
+    images = _image_pixels(aligned.tokenizer, args.images)
+    sim = aligned.similarity(images, texts)  # (I, T)
+    queries, keys, sim = ((args.images, texts, sim) if args.direction == "i2t" else (texts, args.images, sim.t()))
+    k = min(args.top_k, len(keys))
+    for query, row in zip(queries, sim):
+        top = row.topk(k)
+        ranked = "; ".join(f"{keys[int(i)]} ({float(v):.3f})" for v, i in zip(top.values, top.indices))
+        print(f"{query}\t{ranked}")
+    return 0
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> int:
+    from lgvq.downstream.retrieval import AlignedTokenizer
+
+    aligned = AlignedTokenizer.from_pretrained(args.model)
+    image = _image_pixels(aligned.tokenizer, [args.image])[0]
+    for i, options in enumerate(aligned.fill_mask(image, args.caption, args.top_k)):
+        print(f"mask {i + 1}: " + ", ".join(f"{w} ({p:.2f})" for w, p in options))
+    return 0
+
+
 def _vqa_table(r: dict) -> str:
     lines = ["| question type | accuracy |", "| --- | --- |"]
     lines += [f"| {k} | {v:.1%} |" for k, v in r["per_type"].items()]
@@ -183,3 +222,19 @@ def add_parsers(sub) -> None:
     e.add_argument("--device")
     e.add_argument("--out", help="JSON file (default RUN/eval/head.json)")
     e.set_defaults(func=cmd_evaluate_head)
+
+    r = sub.add_parser("retrieve", help="rank texts for images (or images for texts) with an LG-VQ tokenizer")
+    r.add_argument("--model", required=True, help="an LG-VQ tokenizer saved with its alignment modules (RUN/model)")
+    r.add_argument("--images", nargs="+", required=True)
+    r.add_argument("--texts", nargs="*")
+    r.add_argument("--texts-file", help="one text per line")
+    r.add_argument("--direction", choices=["i2t", "t2i"], default="i2t")
+    r.add_argument("--top-k", type=int, default=3)
+    r.set_defaults(func=cmd_retrieve)
+
+    f = sub.add_parser("fill-mask", help="predict the masked words of a caption from an image (LG-VQ tokenizer)")
+    f.add_argument("--model", required=True, help="an LG-VQ tokenizer saved with its alignment modules")
+    f.add_argument("--image", required=True)
+    f.add_argument("--caption", required=True, help="with [MASK] (or _) for each word to predict")
+    f.add_argument("--top-k", type=int, default=3)
+    f.set_defaults(func=cmd_fill_mask)

@@ -42,7 +42,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "validation"
     image_column: str = "image"
-    caption_column: str = "auto"  # auto: `text`, then `captions`
+    caption_column: str = "auto"  # auto: `captions` (a list), then `text`
     label_column: str | None = None  # auto-detects `label` when None
     streaming: bool = False
     shuffle_buffer: int = 1000  # streaming shuffle buffer

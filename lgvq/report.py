@@ -8,6 +8,7 @@ Expected layout (missing parts are reported as missing, not invented):
     RUN/tokenizer/  (model, logs, samples, eval/tokenizer.json, eval/alignment.json)
     RUN/codes/      (train/, validation/)
     RUN/prior/      (model, tokenizer, logs, eval/prior.json, eval/samples/)
+    RUN/captioner/, RUN/vqa/   (heads, eval/head.json)
     RUN/timings.json  seconds per stage, written by the script
 """
 
@@ -50,7 +51,8 @@ def plot_losses(run: Path, out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     panels = [("tokenizer", run / "tokenizer" / "logs", ["rec", "vq", "gsa", "mtp", "ras", "d_loss"]),
-              ("prior", run / "prior" / "logs", ["loss"])]
+              ("prior", run / "prior" / "logs", ["loss"]),
+              ("captioning head", run / "captioner" / "logs", ["loss"]), ("VQA head", run / "vqa" / "logs", ["loss"])]
     panels = [(name, d, tags, _scalars(d, tags)) for name, d, tags in panels if d.is_dir()]
     panels = [p for p in panels if p[3]]
     if not panels:
@@ -155,7 +157,9 @@ def build_report(run: str | Path) -> Path:
     align_eval = _read(run / "tokenizer" / "eval" / "alignment.json")
     prior_eval = _read(run / "prior" / "eval" / "prior.json")
     timings = _read(run / "timings.json") or {}
-    report = {"tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval, "timings_s": timings}
+    report = {"tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval,
+              "captioning": _read(run / "captioner" / "eval" / "head.json"),
+              "vqa": _read(run / "vqa" / "eval" / "head.json"), "timings_s": timings}
     figures = {
         "losses": plot_losses(run, plots / "losses.png"),
         "code_usage": plot_code_usage(run / "codes", (tok_eval or {}).get("codebook_size", 0) or 1,
@@ -195,6 +199,13 @@ def _markdown(report: dict, timings: dict) -> str:
                   f"| prior | faithfulness, two objects | {_fmt(f.get('two_objects'), '.1%')} |"]
         fid = (p.get("fid") or {}).get("value")
         lines.append(f"| prior | FID | {_fmt(fid, '.2f')} |")
+    c, q = report["captioning"], report["vqa"]
+    if c:
+        lines += [f"| captioning | BLEU-4 / CIDEr-D / METEOR / ROUGE-L | {_fmt(c.get('BLEU-4'))} / "
+                  f"{_fmt(c.get('CIDEr-D'))} / {_fmt(c.get('METEOR'))} / {_fmt(c.get('ROUGE-L'))} |"]
+    if q:
+        lines.append(f"| VQA | accuracy, all | {_fmt(q.get('accuracy'), '.1%')} |")
+        lines += [f"| VQA | accuracy, {k} | {_fmt(v, '.1%')} |" for k, v in (q.get("per_type") or {}).items()]
     if not (t or a or p):
         lines.append("| – | no evaluation results found | – |")
     if timings:

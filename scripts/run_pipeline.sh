@@ -5,9 +5,10 @@
 #                           [--num-prompts 200]
 #
 # Extra config overrides per stage (space-separated key=value) come from the environment:
-# TOKENIZER_OVERRIDES, PRIOR_OVERRIDES (e.g. PRIOR_OVERRIDES="train.max_steps=500").
+# TOKENIZER_OVERRIDES, PRIOR_OVERRIDES, HEAD_OVERRIDES (e.g. PRIOR_OVERRIDES="train.max_steps=500").
 # Stages: tokenizer -> evaluate tokenizer (+ alignment) -> encode the code store -> text-to-image
-# prior -> evaluate the prior (samples the validation prompts) -> report.md / report.json / plots.
+# prior -> evaluate the prior (samples the validation prompts) -> captioning head -> VQA head
+# (each evaluated) -> report.md / report.json / plots.
 # Running it again skips finished stages (OUT/.stages/NAME.done) and resumes an interrupted
 # training stage from its last checkpoint.
 set -euo pipefail
@@ -19,7 +20,8 @@ NPROC=1
 NUM_PROMPTS=200
 read -r -a TOKENIZER_EXTRA <<< "${TOKENIZER_OVERRIDES:-}"
 read -r -a PRIOR_EXTRA <<< "${PRIOR_OVERRIDES:-}"
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+read -r -a HEAD_EXTRA <<< "${HEAD_OVERRIDES:-}"
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) DATASET="$2"; shift 2 ;;
@@ -87,4 +89,10 @@ stage encode lgvq encode --tokenizer "$OUT/tokenizer/model" --out "$OUT/codes" -
 stage prior "${LGVQ[@]}" train-prior --config configs/prior/shapes_t2i.yaml --resume latest \
   store="$OUT/codes" train.output_dir="$OUT/prior" "${PRIOR_EXTRA[@]}"
 stage evaluate-prior lgvq evaluate-prior --prior "$OUT/prior" --num-prompts "$NUM_PROMPTS"
+stage captioner "${LGVQ[@]}" train-captioner --config configs/heads/shapes_captioner.yaml --resume latest \
+  store="$OUT/codes" train.output_dir="$OUT/captioner" "${HEAD_EXTRA[@]}"
+stage evaluate-captioner lgvq evaluate-head --model "$OUT/captioner" --limit "$NUM_PROMPTS"
+stage vqa "${LGVQ[@]}" train-vqa --config configs/heads/shapes_vqa.yaml --resume latest \
+  store="$OUT/codes" train.output_dir="$OUT/vqa" "${HEAD_EXTRA[@]}"
+stage evaluate-vqa lgvq evaluate-head --model "$OUT/vqa"
 lgvq report --run "$OUT"

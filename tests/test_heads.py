@@ -119,3 +119,44 @@ def test_fine_tuning_vqa_keeps_weights(tiny_store, vqa_run, tmp_path):
     old = VQAHead.from_pretrained(vqa_run / "model").state_dict()
     new = VQAHead.from_pretrained(tmp_path / "tuned" / "model").state_dict()
     assert all(torch.allclose(old[k].float(), new[k].float(), atol=1e-6) for k in old)
+
+
+@pytest.fixture(scope="module")
+def aligned_tokenizer():
+    from dataclasses import asdict
+
+    from lgvq.alignment.lgvq import LGVQConfig
+    from lgvq.tokenizers.model import VQTokenizer
+    from tests.conftest import TINY_TOKENIZER_MODEL
+
+    torch.manual_seed(0)
+    cfg = LGVQConfig(max_length=16, visual_width=16)
+    spec = {"method": "lgvq", "config": asdict(cfg), "text_width": 384, "sentence_width": 384, "vocab_size": 30522}
+    return VQTokenizer(**TINY_TOKENIZER_MODEL, alignment=spec)
+
+
+def test_retrieval_and_fill_mask(aligned_tokenizer, tmp_path, capsys):
+    from lgvq.downstream.retrieval import AlignedTokenizer, NotAlignedError
+
+    aligned = AlignedTokenizer(aligned_tokenizer)
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    sim = aligned.similarity(images, ["a red circle", "a blue square"])
+    assert sim.shape == (3, 2) and sim.abs().max() <= 1 + 1e-5
+    filled = aligned.fill_mask(images[0], "a small [MASK] _", top_k=2)
+    assert len(filled) == 2 and all(len(options) == 2 for options in filled)
+    with pytest.raises(ValueError, match="no \\[MASK\\]"):
+        aligned.fill_mask(images[0], "a small red circle")
+    with pytest.raises(NotAlignedError):
+        AlignedTokenizer(aligned_tokenizer.without_alignment())
+    # the CLI verbs on saved files
+    aligned_tokenizer.save_pretrained(tmp_path / "tok")
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    imgs = [str(tmp_path / "0.png"), str(tmp_path / "1.png")]
+    assert main(["retrieve", "--model", str(tmp_path / "tok"), "--images", *imgs, "--texts", "a red circle",
+                 "a blue square", "--direction", "t2i", "--top-k", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("a red circle\t")
+    assert main(["fill-mask", "--model", str(tmp_path / "tok"), "--image", imgs[0], "--caption",
+                 "a [MASK] circle"]) == 0
+    assert capsys.readouterr().out.startswith("mask 1: ")

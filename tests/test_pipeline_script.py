@@ -15,10 +15,12 @@ TINY_TOKENIZER = ("data.num_train=48 data.num_val=12 data.image_size=32 model.ch
                   "train.checkpoint_every=3 loss.disc_start=2 loss.disc_ndf=8 train.num_threads=1")
 TINY_PRIOR = ("model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 sample.batch_size=8 "
               "train.num_threads=1")
+TINY_HEAD = "model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 train.num_threads=1"
 
 
 def run_script(out, prior_overrides=TINY_PRIOR, *args):
-    env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER, "PRIOR_OVERRIDES": prior_overrides}
+    env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER, "PRIOR_OVERRIDES": prior_overrides,
+                        "HEAD_OVERRIDES": TINY_HEAD}
     return subprocess.run([str(SCRIPT), "--out", str(out), "--num-prompts", "8", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
 
@@ -45,7 +47,8 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert (out / "tokenizer" / "model" / "config.json").stat().st_mtime_ns == stamp  # not redone
     report = json.loads((out / "report.json").read_text())
     assert report["tokenizer"]["psnr"] > 0 and report["prior"]["faithfulness"]["overall"] >= 0
-    assert set(json.loads((out / "timings.json").read_text())) >= {"tokenizer", "encode", "prior"}
+    assert "CIDEr-D" in report["captioning"] and "colour" in report["vqa"]["per_type"]
+    assert set(json.loads((out / "timings.json").read_text())) >= {"tokenizer", "encode", "prior", "captioner", "vqa"}
     md = (out / "report.md").read_text()
     assert md.index("PSNR") < md.index("## Figures")  # numbers first
     for figure in ("losses", "code_usage", "samples"):

@@ -27,7 +27,7 @@ from lgvq.data.transforms import ImageTransform, to_tensor
 
 log = logging.getLogger(__name__)
 
-CAPTION_COLUMNS = ("text", "captions")
+CAPTION_COLUMNS = ("captions", "text")  # all captions of an image when given, else the one
 
 
 class DataError(ValueError):

@@ -39,6 +39,7 @@ class HeadModelConfig:
     variant: str = "cross_attention"  # captioning: cross_attention | prefix (ClipCap-style)
     max_length: int = 32  # caption / question tokens
     pooling: str = "last"  # VQA: last (the paper) | mean
+    causal: bool = True  # VQA: GPT-style decoder over [codes; question] (the paper); false: bidirectional
 
 
 @dataclass
@@ -187,7 +188,8 @@ class VQATask(HeadTask):
         token_ids = (self.init.config.token_ids if self.init is not None
                      else TextVocab.from_texts(self.cfg.text_tokenizer, questions).token_ids)
         head = VQAHead(**self.common_kwargs(), code_dim=self.code_vectors().shape[1], token_ids=token_ids,
-                       answers=self.answers(), max_question_length=m.max_length, pooling=m.pooling)
+                       answers=self.answers(), max_question_length=m.max_length, pooling=m.pooling,
+                       causal=m.causal)
         return self.finish_build(head)
 
     def make_batch(self, positions: list[int], rng: np.random.Generator) -> dict:

@@ -5,9 +5,10 @@ transformer, a classifier over the answer vocabulary from the last hidden state)
                    answers=["red", ...])
     logits = head(codes, question_ids, question_mask)        # (B, N), (B, T), (B, T) -> (B, A)
 
-The sequence is [code tokens; question tokens] through a bidirectional x-transformers Encoder
-(a segment embedding tells them apart); `pooling: last` reads the hidden state of the question's
-last token (the paper), `mean` averages the question's hidden states.
+The sequence is [code tokens; question tokens] (a segment embedding tells them apart) through a
+GPT-style causal x-transformers Decoder, as in the paper (`causal=False`: a bidirectional
+Encoder); `pooling: last` reads the hidden state of the question's last token (the paper),
+`mean` averages the question's hidden states.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
-from x_transformers import Encoder
+from x_transformers import Decoder, Encoder
 
 from lgvq.downstream.code_reader import CodeReader
 from lgvq.downstream.text_vocab import TextVocab
@@ -30,7 +31,7 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
     def __init__(self, code_vocab_size: int = 1024, code_dim: int = 64, token_count: int = 256,
                  tokenizer_name: str = "minilm", token_ids: list | None = None, answers: list | None = None,
                  dim: int = 192, depth: int = 3, heads: int = 4, code_encoder_depth: int = 0,
-                 max_question_length: int = 32, pooling: str = "last", dropout: float = 0.1):
+                 max_question_length: int = 32, pooling: str = "last", dropout: float = 0.1, causal: bool = True):
         super().__init__()
         if not answers:
             raise ValueError("a VQA head needs its answer vocabulary (answers=[...])")
@@ -41,8 +42,8 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
         self.word_embedding = nn.Embedding(len(self.vocab), dim, padding_idx=self.vocab.pad)
         self.word_position = nn.Parameter(torch.randn(max_question_length, dim) * 0.02)
         self.segment = nn.Parameter(torch.randn(2, dim) * 0.02)  # 0: codes, 1: question
-        self.encoder = Encoder(dim=dim, depth=depth, heads=heads, attn_flash=True, attn_dropout=dropout,
-                               ff_dropout=dropout)
+        self.encoder = (Decoder if causal else Encoder)(dim=dim, depth=depth, heads=heads, attn_flash=True,
+                                                        attn_dropout=dropout, ff_dropout=dropout)
         self.classifier = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(answers)))
         self.answer_index = {a: i for i, a in enumerate(answers)}
 

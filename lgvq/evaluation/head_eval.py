@@ -24,15 +24,37 @@ def vqa_accuracy(head, store: CodeStore, batch_size: int = 128, limit: int | Non
     pairs = [(pos, q) for pos in range(len(store) if limit is None else min(limit, len(store)))
              for q in store.qa[store.image_of(store.items[pos])]]
     hits: dict[str, list[bool]] = defaultdict(list)
+    pairs_seen: list[tuple[str, str]] = []
     for start in tqdm(range(0, len(pairs), batch_size), desc="VQA", leave=False):
         chunk = pairs[start:start + batch_size]
         codes = store.batch([p for p, _ in chunk])["tokens"]
         answers = head.answer(codes, [q["question"] for _, q in chunk])
         for (_, q), a in zip(chunk, answers):
             hits[q.get("type", "all")].append(a == q["answer"])
+        pairs_seen.extend((a, q["answer"]) for (_, q), a in zip(chunk, answers))
     every = [h for v in hits.values() for h in v]
     return {"accuracy": sum(every) / max(len(every), 1), "questions": len(every),
-            "per_type": {k: sum(v) / len(v) for k, v in sorted(hits.items())}}
+            "per_type": {k: sum(v) / len(v) for k, v in sorted(hits.items())}} | wups(pairs_seen)
+
+
+def wups(pairs: list[tuple[str, str]]) -> dict:
+    """WUPS@0.9 and @0.0 (Malinowski and Fritz) of (predicted, true) one-word answers, through
+    NLTK's WordNet when it and its data are installed; otherwise the reason it was skipped."""
+    try:
+        from nltk.corpus import wordnet as wn
+
+        wn.ensure_loaded()
+    except (ImportError, LookupError) as e:
+        return {"wups": None, "wups_skipped": f"WUPS needs nltk with WordNet data ({type(e).__name__})"}
+
+    def similarity(a: str, b: str, threshold: float) -> float:
+        if a == b:
+            return 1.0
+        best = max((x.wup_similarity(y) or 0.0 for x in wn.synsets(a) for y in wn.synsets(b)), default=0.0)
+        return best if best >= threshold else 0.1 * best
+
+    n = max(len(pairs), 1)
+    return {f"wups@{t}": sum(similarity(p, g, t) for p, g in pairs) / n for t in (0.9, 0.0)}
 
 
 @torch.no_grad()
