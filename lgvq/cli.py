@@ -44,26 +44,38 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 # -- train-tokenizer --------------------------------------------------------------------------
-def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+def run_training(schema, args: argparse.Namespace, make_task, what: str, overrides: list[str] | None = None) -> int:
+    """The shared body of the train-* verbs: resolve the config, refuse to overwrite a run unless
+    resuming, write RUN/config.yaml, train, export."""
     from lgvq.config import load_config, save_config
-    from lgvq.tokenizers.config import TokenizerRunConfig
-    from lgvq.tokenizers.training import TokenizerTask
     from lgvq.training import checkpoint as ckpt
     from lgvq.training.trainer import Trainer
 
-    cfg = load_config(TokenizerRunConfig, args.config, args.overrides)
+    cfg = load_config(schema, args.config, list(args.overrides) + list(overrides or []))
     run_dir = Path(cfg.train.output_dir)
     if not args.resume and ckpt.checkpoint_dirs(run_dir / "checkpoints"):
         raise UsageError(f"{run_dir} already holds checkpoints of a run; continue it with --resume latest, "
                          f"or choose another folder with train.output_dir=DIR")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    trainer = Trainer(TokenizerTask(cfg), cfg.train, run_dir, resume=args.resume,
+    trainer = Trainer(make_task(cfg, run_dir), cfg.train, run_dir, resume=args.resume,
                       tracker_config=_flat_config(cfg))
     out = trainer.fit()
     if trainer.accelerator.is_main_process:
-        print(f"tokenizer saved to {out}")
+        print(f"{what} saved to {out}")
     return 0
+
+
+def store_overrides(args: argparse.Namespace) -> list[str]:
+    """--data / --init-from of the stage-two train verbs as config overrides."""
+    return ([f"store={args.data}"] if args.data else []) + ([f"init_from={args.init_from}"] if args.init_from else [])
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from lgvq.tokenizers.config import TokenizerRunConfig
+    from lgvq.tokenizers.training import TokenizerTask
+
+    return run_training(TokenizerRunConfig, args, lambda cfg, _: TokenizerTask(cfg), "tokenizer")
 
 
 def _flat_config(cfg) -> dict:

@@ -18,30 +18,10 @@ from lgvq.cli import UsageError
 
 
 def _train(args: argparse.Namespace, task_class) -> int:
-    from lgvq.cli import _flat_config
-    from lgvq.config import load_config, save_config
+    from lgvq.cli import run_training, store_overrides
     from lgvq.downstream.training import HeadRunConfig
-    from lgvq.training import checkpoint as ckpt
-    from lgvq.training.trainer import Trainer
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"store={args.data}")
-    if args.init_from:
-        overrides.append(f"init_from={args.init_from}")
-    cfg = load_config(HeadRunConfig, args.config, overrides)
-    run_dir = Path(cfg.train.output_dir)
-    if not args.resume and ckpt.checkpoint_dirs(run_dir / "checkpoints"):
-        raise UsageError(f"{run_dir} already holds checkpoints of a run; continue it with --resume latest, "
-                         f"or choose another folder with train.output_dir=DIR")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    trainer = Trainer(task_class(cfg, run_dir), cfg.train, run_dir, resume=args.resume,
-                      tracker_config=_flat_config(cfg))
-    out = trainer.fit()
-    if trainer.accelerator.is_main_process:
-        print(f"head saved to {out}")
-    return 0
+    return run_training(HeadRunConfig, args, task_class, "head", store_overrides(args))
 
 
 def cmd_train_captioner(args: argparse.Namespace) -> int:
@@ -124,7 +104,11 @@ def cmd_evaluate_head(args: argparse.Namespace) -> int:
     from lgvq.downstream.captioning import CaptionHead
     from lgvq.downstream.training import HeadRunConfig, head_model_dir
     from lgvq.downstream.vqa import VQAHead
-    from lgvq.evaluation.head_eval import caption_metrics, generate_captions, vqa_accuracy
+    from lgvq.evaluation.head_eval import (
+        caption_metrics,
+        generate_captions,
+        vqa_accuracy,
+    )
     from lgvq.hub import saved_class_name
 
     run = Path(args.model)

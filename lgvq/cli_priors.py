@@ -59,31 +59,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 # -- train-prior --------------------------------------------------------------------------------
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    from lgvq.cli import _flat_config
-    from lgvq.config import load_config, save_config
+    from lgvq.cli import run_training, store_overrides
     from lgvq.priors.config import PriorRunConfig
     from lgvq.priors.training import PriorTask
-    from lgvq.training import checkpoint as ckpt
-    from lgvq.training.trainer import Trainer
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"store={args.data}")
-    if args.init_from:
-        overrides.append(f"init_from={args.init_from}")
-    cfg = load_config(PriorRunConfig, args.config, overrides)
-    run_dir = Path(cfg.train.output_dir)
-    if not args.resume and ckpt.checkpoint_dirs(run_dir / "checkpoints"):
-        raise UsageError(f"{run_dir} already holds checkpoints of a run; continue it with --resume latest, "
-                         f"or choose another folder with train.output_dir=DIR")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    trainer = Trainer(PriorTask(cfg, run_dir), cfg.train, run_dir, resume=args.resume,
-                      tracker_config=_flat_config(cfg))
-    out = trainer.fit()
-    if trainer.accelerator.is_main_process:
-        print(f"prior saved to {out}")
-    return 0
+    return run_training(PriorRunConfig, args, PriorTask, "prior", store_overrides(args))
 
 
 # -- sample / complete --------------------------------------------------------------------------

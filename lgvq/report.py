@@ -186,11 +186,10 @@ def _markdown(report: dict, timings: dict) -> str:
                   f"| tokenizer | perplexity | {_fmt(t.get('perplexity'), '.1f')} |",
                   f"| tokenizer | tokens / image | {t.get('tokens_per_image')} |"]
     if a:
-        lines += [f"| alignment | image-to-text R@1 (chance {_fmt(a.get('retrieval_chance_r@1'), '.4f')}) | "
-                  f"{_fmt(a.get('retrieval_r@1'))} |",
-                  f"| alignment | masked colour/shape word R@1, own / swapped codes | "
-                  f"{_fmt(a.get('mask_recall@1/mask1/own/content'))} / "
-                  f"{_fmt(a.get('mask_recall@1/mask1/swapped/content'))} |",
+        chance = _fmt(a.get("retrieval_chance_r@1"), ".4f")
+        own, swapped = (_fmt(a.get(f"mask_recall@1/mask1/{k}/content")) for k in ("own", "swapped"))
+        lines += [f"| alignment | image-to-text R@1 (chance {chance}) | {_fmt(a.get('retrieval_r@1'))} |",
+                  f"| alignment | masked colour/shape word R@1, own / swapped codes | {own} / {swapped} |",
                   f"| alignment | relation MSE | {_fmt(a.get('relation_mse'), '.4f')} |"]
     if p:
         v, f = p.get("validation") or {}, p.get("faithfulness") or {}
@@ -201,8 +200,8 @@ def _markdown(report: dict, timings: dict) -> str:
         lines.append(f"| prior | FID | {_fmt(fid, '.2f')} |")
     c, q = report["captioning"], report["vqa"]
     if c:
-        lines += [f"| captioning | BLEU-4 / CIDEr-D / METEOR / ROUGE-L | {_fmt(c.get('BLEU-4'))} / "
-                  f"{_fmt(c.get('CIDEr-D'))} / {_fmt(c.get('METEOR'))} / {_fmt(c.get('ROUGE-L'))} |"]
+        scores = " / ".join(_fmt(c.get(k)) for k in ("BLEU-4", "CIDEr-D", "METEOR", "ROUGE-L"))
+        lines.append(f"| captioning | BLEU-4 / CIDEr-D / METEOR / ROUGE-L | {scores} |")
     if q:
         lines.append(f"| VQA | accuracy, all | {_fmt(q.get('accuracy'), '.1%')} |")
         lines += [f"| VQA | accuracy, {k} | {_fmt(v, '.1%')} |" for k, v in (q.get("per_type") or {}).items()]

@@ -238,9 +238,11 @@ class CodeStore:
             mask[i, :n] = True
         return feats, mask
 
-    def batch(self, positions: list[int], caption_rng: np.random.Generator | None = None) -> dict:
+    def batch(self, positions: list[int], caption_rng: np.random.Generator | None = None,
+              text_length: int | None = None) -> dict:
         """Positions into the readable items -> tokens (B, N), labels (B,), caption rows (one drawn per
-        image; the first caption without `caption_rng`) and, with features stored, text (B, L, D)."""
+        image; the first caption without `caption_rng`) and, with features stored, text (B, L, D)
+        padded or truncated to `text_length` (default: the longest caption of this split)."""
         items = self.items[np.asarray(positions, dtype=np.int64)]
         images = items % self.num_images
         out = {"tokens": torch.from_numpy(np.asarray(self.tokens[items], dtype=np.int64)),
@@ -253,5 +255,5 @@ class CodeStore:
                         else (options[0] if options else -1))
         out["caption"] = [self.texts[r] if r >= 0 else "" for r in rows]
         if self.text and all(r >= 0 for r in rows):
-            out["text"], out["text_mask"] = self.text_features(rows)
+            out["text"], out["text_mask"] = self.text_features(rows, text_length)
         return out

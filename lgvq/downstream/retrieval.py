@@ -76,7 +76,7 @@ class AlignedTokenizer:
             raise ValueError(f"no {mask_token} (or _) in the caption {caption!r}: mark the words to predict")
         z_vt = self.visual_tokens(image[None] if image.dim() == 3 else image)
         mask_id = self.text.tokenizer.mask_token_id
-        encode_masked = lambda ids, m, where: self.text(ids.masked_fill(where, mask_id), m).tokens  # noqa: E731
+        encode_masked = lambda ids, m, where: self.text(ids.masked_fill(where, mask_id), m).tokens
         logits = aligner.predict_masked(z_vt, feats, masked, self.text.token_embedding_matrix(),
                                         encode_masked)  # (M, V)
         probs = logits.float().softmax(-1)

@@ -30,7 +30,8 @@ def validation_nll(prior: PriorTransformer, store: CodeStore, batch_size: int = 
     n = len(store) if limit is None else min(limit, len(store))
     total, count = 0.0, 0
     for start in tqdm(range(0, n, batch_size), desc="validation NLL", leave=False):
-        batch = store.batch(list(range(start, min(n, start + batch_size))))
+        batch = store.batch(list(range(start, min(n, start + batch_size))),
+                            text_length=prior.config.text_length or None)
         tokens = batch["tokens"].to(device)
         cond = condition_from_batch(batch, prior.config.conditioning).to(device)
         loss = next_token_loss(prior(tokens, cond), tokens)

@@ -57,10 +57,11 @@ def prior_run_model_dir(path: str | Path) -> Path:
 
 def initialise_from(prior: PriorTransformer, source: str | Path) -> None:
     """Copy a trained prior's weights into `prior` for fine-tuning. The conditioning, token
-    vocabulary and widths must agree; a different class count keeps the old classes' rows (and the
-    null row), the new rows keep their fresh initialisation."""
+    vocabulary, sizes and text prefix length must agree (PriorTask keeps the old prefix length); a
+    different class count keeps the old classes' rows (and the null row), the new rows keep their
+    fresh initialisation."""
     old = PriorTransformer.from_pretrained(prior_run_model_dir(source))
-    for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width"):
+    for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length"):
         if old.config[key] != prior.config[key]:
             raise ConfigError(f"cannot fine-tune from {source}: its {key} is {old.config[key]!r}, this run's is "
                               f"{prior.config[key]!r} (same tokenizer and model size needed)")
@@ -75,11 +76,6 @@ def initialise_from(prior: PriorTransformer, source: str | Path) -> None:
         if old.config.num_classes != prior.config.num_classes:
             log.info("classes: %d -> %d (kept the first %d rows and the null row)", old.config.num_classes,
                      prior.config.num_classes, keep)
-    if prior.config.conditioning == "text" and old.config.text_length != prior.config.text_length:
-        rows = prior.null_text.detach().clone()
-        keep = min(old.config.text_length, prior.config.text_length)
-        rows[:keep] = state["null_text"][:keep]
-        state["null_text"] = rows
     prior.load_state_dict(state)
 
 
@@ -95,6 +91,9 @@ class PriorTask(TrainingTask):
                              f"`lgvq encode --tokenizer RUN/model --out {store_root}`")
         self.store = CodeStore(store_root / "train")
         self.conditioning = resolve_conditioning(cfg.model.conditioning, self.store)
+        # fine-tuning keeps the trained prefix length; a longer caption is truncated to it
+        self.text_length = (PriorTransformer.from_pretrained(prior_run_model_dir(cfg.init_from)).config.text_length
+                            if cfg.init_from and self.conditioning == "text" else None)
         self._copy_tokenizer()
 
     def _copy_tokenizer(self) -> None:
@@ -120,8 +119,8 @@ class PriorTask(TrainingTask):
             kwargs |= dict(num_classes=n, class_names=s.get("class_names"))
         if self.conditioning == "text":
             t = s["text"]
-            kwargs |= dict(text_width=t["width"], text_length=t["length"], text_encoder=t["encoder"],
-                           text_pooling=t["pooling"])
+            kwargs |= dict(text_width=t["width"], text_length=self.text_length or t["length"],
+                           text_encoder=t["encoder"], text_pooling=t["pooling"])
         return kwargs
 
     def build_modules(self) -> dict[str, nn.Module]:
@@ -142,7 +141,7 @@ class PriorTask(TrainingTask):
         for k, keys in enumerate(sampler, start=start_batch):
             # the caption drawn for each image is a function of (seed, rank, batch number): resumable
             rng = np.random.default_rng([self.cfg.train.seed, rank, k])
-            yield self.store.batch([i for i, _ in keys], rng)
+            yield self.store.batch([i for i, _ in keys], rng, self.text_length)
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]
