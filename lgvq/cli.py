@@ -177,6 +177,29 @@ def cmd_evaluate_alignment(args: argparse.Namespace) -> int:
     return _report(results, model_dir, args.out, "alignment.json", format_alignment_table)
 
 
+# -- build-vocab ----------------------------------------------------------------------------------
+def cmd_build_vocab(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from lgvq.config import DataConfig, load_config
+    from lgvq.data.datasets import build_dataset
+    from lgvq.text.vocab import build_vocab
+
+    base = DataConfig()
+    if args.data != "shapes":
+        base.source, base.path = ("folder" if Path(args.data).is_dir() else "hub"), args.data
+    bad = [o for o in args.overrides if not o.startswith("data.")]
+    if bad:
+        raise UsageError(f"only data.* overrides apply here, not {bad}")
+    data_cfg = load_config(DataConfig, None, [o[len("data."):] for o in args.overrides], base=asdict(base))
+    captions = build_dataset(data_cfg, "train", require_captions=args.source == "captions").all_captions()
+    vocab = build_vocab(captions, args.out, args.source, args.text_encoder, args.min_count, args.max_words,
+                        args.tagger)
+    print(f"{len(vocab.adjectives)} adjectives, {len(vocab.nouns)} nouns, {len(vocab.edges)} adjective-noun edges "
+          f"written to {args.out}")
+    return 0
+
+
 # -- data ---------------------------------------------------------------------------------------
 def cmd_export_shapes(args: argparse.Namespace) -> int:
     from lgvq.data.export import export_shapes
@@ -219,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluation_args(a, "a tokenizer trained with alignment: lgvq (RUN/model)", "RUN/eval/alignment.json",
                      batch_size=100)
     a.set_defaults(func=cmd_evaluate_alignment)
+
+    v = sub.add_parser("build-vocab", help="VQCT's adjective / noun vocabulary, edges and word vectors")
+    v.add_argument("--data", default="shapes", help="shapes, an imagefolder path, or a hub id (captions to mine)")
+    v.add_argument("--out", required=True)
+    v.add_argument("--source", choices=["captions", "encoder_vocab"], default="captions",
+                   help="captions: the paper's mining; encoder_vocab: the text encoder's whole words")
+    v.add_argument("--min-count", type=int, default=11, help="captions: keep words seen this often (official: > 10)")
+    v.add_argument("--max-words", type=int, default=4096, help="encoder_vocab: vocabulary size")
+    v.add_argument("--text-encoder", default="minilm")
+    v.add_argument("--tagger", choices=["lexicon", "nltk"], default="lexicon")
+    v.add_argument("overrides", nargs="*", help="data.key=value overrides")
+    v.set_defaults(func=cmd_build_vocab)
 
     from lgvq import cli_heads, cli_priors
 

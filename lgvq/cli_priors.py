@@ -25,6 +25,8 @@ def _device(arg: str | None) -> str:
 
 # -- encode -------------------------------------------------------------------------------------
 def cmd_encode(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from lgvq.cli import data_config_for
     from lgvq.data.code_store import StoreRequest, encode_split
     from lgvq.data.datasets import build_dataset
@@ -43,8 +45,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
         text_encoder = spec.get("config", {}).get("text_encoder", "minilm")
     text_encoder = None if text_encoder == "none" else text_encoder
     shapes = data_cfg.source == "shapes"
-    from dataclasses import asdict
-
     for split in args.splits.split(","):
         dataset = build_dataset(data_cfg, split)
         request = StoreRequest(str(model_dir.resolve()), dict(tokenizer.config), asdict(data_cfg), split,
@@ -73,6 +73,8 @@ def _sampling_overrides(args: argparse.Namespace) -> dict:
 
 
 def _save_images(images, out: Path, captions: list[str] | None = None) -> None:
+    """NNNN.png per image, prompts.txt beside them, and grid.png (8 per row)."""
+    import numpy as np
     import torch
 
     from lgvq.images import save_grid
@@ -82,8 +84,6 @@ def _save_images(images, out: Path, captions: list[str] | None = None) -> None:
         im.save(out / f"{i:04d}.png")
     if captions is not None:
         (out / "prompts.txt").write_text("\n".join(captions) + "\n")
-    import numpy as np
-
     arrays = torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images])
     per_row = min(len(images), 8)
     rows = [arrays[i:i + per_row].float() / 127.5 - 1 for i in range(0, len(images), per_row)]
