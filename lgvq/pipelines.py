@@ -83,7 +83,9 @@ class PriorPipeline:
     def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
         """(B, seq_len) ids -> PIL images."""
         h, w = self.prior.config.token_shape
-        pixels = self.tokenizer.decode(tokens.reshape(tokens.shape[0], h, w).to(self.device))
+        grid = (tokens.shape[0], h, w) + ((self.prior.config.tokens_per_position,)
+                                          if self.prior.config.tokens_per_position > 1 else ())
+        pixels = self.tokenizer.decode(tokens.reshape(grid).to(self.device))
         return [Image.fromarray(a) for a in to_uint8(pixels)]
 
     def complete(self, image: Image.Image | str | Path, keep_top: float = 0.5, num_images: int = 1,

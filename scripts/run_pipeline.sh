@@ -35,10 +35,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$TOKENIZER" in
-  vqgan|vqgan_lg) ;;
-  vqct|vqct_lg|cvq|cvq_lg)
-    echo "error: --tokenizer $TOKENIZER is not available yet (VQCT and CVQ arrive with their issue); use vqgan or vqgan_lg" >&2
-    exit 2 ;;
+  vqgan|vqgan_lg|vqct|vqct_lg|cvq|cvq_lg) ;;
   *) echo "error: --tokenizer must be one of vqgan, vqgan_lg, vqct, vqct_lg, cvq, cvq_lg (got $TOKENIZER)" >&2; exit 2 ;;
 esac
 if [[ "$DATASET" != shapes ]]; then
@@ -55,6 +52,9 @@ else
 fi
 
 TOKENIZER_CONFIGS=(--config configs/tokenizer/vqgan_shapes.yaml)
+[[ "$TOKENIZER" == cvq* ]] && TOKENIZER_CONFIGS+=(--config configs/tokenizer/cvq_shapes.yaml)
+[[ "$TOKENIZER" == vqct* ]] && TOKENIZER_CONFIGS+=(--config configs/tokenizer/vqct_shapes.yaml) \
+  && TOKENIZER_EXTRA+=("model.vqct_vocab=$OUT/vocab")
 [[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config configs/lgvq/shapes.yaml)
 
 mkdir -p "$OUT/.stages"
@@ -78,6 +78,9 @@ PY
   touch "$OUT/.stages/$name.done"
 }
 
+if [[ "$TOKENIZER" == vqct* ]]; then
+  stage vocab lgvq build-vocab --source encoder_vocab --max-words 4096 --out "$OUT/vocab"
+fi
 stage tokenizer "${LGVQ[@]}" train-tokenizer "${TOKENIZER_CONFIGS[@]}" --resume latest \
   train.output_dir="$OUT/tokenizer" lgvq.text_cache_dir="$OUT/text_cache" "${TOKENIZER_EXTRA[@]}"
 stage evaluate-tokenizer lgvq evaluate-tokenizer --model "$OUT/tokenizer/model" --no-fid

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -110,3 +111,33 @@ def test_data_init_takes_codes_from_the_first_training_batch():
     with torch.no_grad():
         q(torch.randn(2, 6, 4, 4))
     assert torch.equal(before, q.codebook.weight)  # only once
+
+
+@pytest.mark.parametrize("anchor", ["probrandom", "closest", "random"])
+def test_cvq_pulls_unused_codes_to_the_features_and_leaves_used_ones(anchor):
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 4, online_clustering=True, cvq_anchor=anchor).train()
+    with torch.no_grad():
+        vq.codebook.weight.copy_(torch.randn(8, 4))
+        vq.codebook.weight[1:] += 50.0  # far from the data: only code 0 is ever chosen
+    before = vq.codebook.weight.detach().clone()
+    z = torch.randn(2, 4, 4, 4)
+    vq(z)
+    after = vq.codebook.weight.detach()
+    assert torch.allclose(after[0], before[0], atol=1e-3)  # used: stays (weight ~ exp(-large))
+    features = z.permute(0, 2, 3, 1).reshape(-1, 4)
+    # unused codes (about 100 away before) now sit on an anchor, up to the 0.1 % they keep (w = exp(-1e-3))
+    assert torch.cdist(after[1:], features).min(1).values.max() < 0.2
+    assert vq.code_usage_ema[0] > 0 and vq.code_usage_ema[1:].sum() == 0
+
+
+def test_cvq_contrastive_term_trains_the_codes():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 4, cvq_contrastive=True).train()
+    plain = VectorQuantizer(8, 4).train()
+    plain.load_state_dict(vq.state_dict())
+    z = torch.randn(2, 4, 4, 4)
+    with_term, without = vq(z), plain(z)
+    assert with_term.loss > without.loss
+    with_term.loss.backward()
+    assert vq.codebook.weight.grad.abs().sum() > 0

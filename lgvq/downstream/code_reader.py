@@ -16,11 +16,10 @@ from x_transformers import Encoder
 
 
 def tokenizer_code_vectors(tokenizer) -> torch.Tensor:
-    """(V, embed_dim) code vectors the tokenizer's decoder sees for each id."""
-    ids = torch.arange(tokenizer.vocab_size, device=next(tokenizer.parameters()).device)
+    """(V, D) the vector each code id stands for in the tokenizer (its quantizer's code_vectors)."""
+    tokenizer.eval()
     with torch.no_grad():
-        vectors = tokenizer.quantizer.embed(ids[None, :, None])  # (1, D, V, 1)
-    return vectors[0, :, :, 0].t().detach().cpu().float().contiguous()
+        return tokenizer.quantizer.code_vectors().detach().cpu().float().contiguous()
 
 
 class CodeReader(nn.Module):

@@ -32,7 +32,7 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
                        compute_fid: bool = True, progress: bool = True) -> dict:
     device = torch.device(device)
     model = model.to(device).eval()
-    results: dict = {"num_images": 0, "tokens_per_image": model.token_shape[0] * model.token_shape[1],
+    results: dict = {"num_images": 0, "tokens_per_image": model.token_shape[0] * model.token_shape[1] * model.tokens_per_position,
                      "codebook_size": model.vocab_size, "notes": {}}
     lpips_net = None
     try:

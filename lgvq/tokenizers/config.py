@@ -28,6 +28,15 @@ class TokenizerModelConfig:
     dead_code_restart: bool = False
     restart_every: int = 100
     data_init: bool = False  # initialise codes from the first batch's encoder outputs
+    online_clustering: bool = False  # CVQ: pull rarely used codes toward anchors among encoder features
+    cvq_decay: float = 0.99  # CVQ: EMA decay of code usage
+    cvq_anchor: str = "probrandom"  # CVQ: probrandom | closest | random
+    cvq_contrastive: bool = False  # CVQ: add CVQ-VAE's contrastive term
+    quantizer: str = "vq"  # vq | vqct (codebook transferred from word vectors; needs vqct_vocab)
+    vqct_vocab: str | None = None  # folder written by `lgvq build-vocab`
+    vqct_top_k: int = 2  # adjective codes averaged per position (VQCT: 2)
+    vqct_transfer: str = "gcn"  # gcn | mlp | linear (ablations: no graph, no transfer)
+    vqct_dropout: float = 0.5
 
 
 @dataclass

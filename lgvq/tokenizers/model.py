@@ -21,6 +21,7 @@ from lgvq.hub import LgvqModelMixin
 from lgvq.tokenizers.autoencoder import build_decoder, build_encoder
 from lgvq.tokenizers.config import TokenizerModelConfig
 from lgvq.tokenizers.quantizer import VectorQuantizer
+from lgvq.tokenizers.vqct import build_vqct_quantizer, load_vqct_vocab
 
 
 @dataclass
@@ -42,25 +43,48 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
                  norm_groups: int = 32, codebook_size: int = 1024, codebook_dim: int | None = None,
                  l2_norm: bool = False, beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
                  dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False,
-                 alignment: dict | None = None):
+                 online_clustering: bool = False, cvq_decay: float = 0.99, cvq_anchor: str = "probrandom",
+                 cvq_contrastive: bool = False, vqct: dict | None = None, alignment: dict | None = None):
         super().__init__()
         if num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
         arch = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
                     attn_resolutions=list(attn_resolutions), resolution=resolution, norm_groups=norm_groups)
         self.encoder = build_encoder(in_channels, z_channels, **arch)
-        self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
-        self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,
-                                         usage_window, dead_code_restart, restart_every, data_init)
-        self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
+        if vqct:  # VQCT: adjective and noun halves, codes transferred from word vectors
+            quant_channels = 2 * embed_dim
+            self.quantizer = build_vqct_quantizer(vqct, embed_dim, beta, legacy_beta, usage_window)
+        else:
+            quant_channels = embed_dim
+            self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,
+                                             usage_window, dead_code_restart, restart_every, data_init,
+                                             online_clustering, cvq_decay, cvq_anchor, cvq_contrastive)
+        self.quant_conv = nn.Conv2d(z_channels, quant_channels, 1)
+        self.post_quant_conv = nn.Conv2d(quant_channels, z_channels, 1)
         self.decoder = build_decoder(in_channels, z_channels, **arch)
         # training-only language alignment (e.g. LG-VQ); see lgvq.alignment.build_alignment
-        self.aligner = build_alignment(alignment, embed_dim, self.token_shape) if alignment else None
+        self.aligner = build_alignment(alignment, quant_channels, self.token_shape) if alignment else None
 
     @classmethod
     def from_model_config(cls, cfg: TokenizerModelConfig, resolution: int, alignment: dict | None = None
                           ) -> VQTokenizer:
-        return cls(resolution=resolution, alignment=alignment, **asdict(cfg))
+        kwargs = asdict(cfg)
+        quantizer, vocab_dir = kwargs.pop("quantizer"), kwargs.pop("vqct_vocab")
+        top_k, transfer, dropout = (kwargs.pop(k) for k in ("vqct_top_k", "vqct_transfer", "vqct_dropout"))
+        if quantizer not in ("vq", "vqct"):
+            raise ValueError(f"model.quantizer must be vq or vqct, not {quantizer!r}")
+        if quantizer == "vq":
+            return cls(resolution=resolution, alignment=alignment, **kwargs)
+        words = load_vqct_vocab(vocab_dir)
+        spec = {"num_adjectives": words["num_adjectives"], "num_words": words["vectors"].shape[0],
+                "word_width": words["vectors"].shape[1], "num_edges": words["edges"].shape[0], "top_k": top_k,
+                "transfer": transfer, "dropout": dropout}
+        model = cls(resolution=resolution, alignment=alignment, vqct=spec, **kwargs)
+        t = model.quantizer.transfer
+        t.word_vectors.copy_(words["vectors"])
+        t.edges.copy_(words["edges"])
+        t.edge_weights.copy_(words["weights"])
+        return model
 
     def without_alignment(self) -> VQTokenizer:
         """A copy for inference: same weights, no alignment modules."""
@@ -81,7 +105,13 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
 
     @property
     def vocab_size(self) -> int:
-        return self.config.codebook_size
+        """Ids the tokens take (VQCT: adjective and noun codes together)."""
+        return self.quantizer.num_codes if self.config.vqct else self.config.codebook_size
+
+    @property
+    def tokens_per_position(self) -> int:
+        """Tokens per grid position: 1, or VQCT's k adjective ids + 1 noun id."""
+        return self.quantizer.tokens_per_position
 
     # -- encode / decode -------------------------------------------------------------------
     def encode_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -89,7 +119,9 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         return self.quant_conv(self.encoder(images))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> code ids (B, h, w)."""
+        """(B, 3, H, W) in [-1, 1] -> code ids (B, h, w), or (B, h, w, k + 1) for VQCT."""
+        if self.config.vqct:
+            return self.quantizer.encode(self.encode_features(images))
         return self.quantizer.nearest(self.quantizer.project_in(self.encode_features(images)))
 
     def decode_features(self, quantized: torch.Tensor) -> torch.Tensor:
@@ -97,7 +129,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         return self.decoder(self.post_quant_conv(quantized))
 
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """Code ids (B, h, w) -> images (B, 3, H, W)."""
+        """Code ids (B, h, w) (VQCT: (B, h, w, k + 1)) -> images (B, 3, H, W)."""
         return self.decode_features(self.quantizer.embed(ids))
 
     def last_layer_weight(self) -> torch.Tensor:

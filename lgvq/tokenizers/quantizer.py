@@ -10,6 +10,13 @@ weighs the *commitment* term. taming-transformers' `VectorQuantizer2(legacy=True
 Codebook usage is tracked over a sliding window of the last `usage_window` training batches
 (per-batch perplexity depends on batch size; a window does not). Codes unused over the whole
 window can be restarted from encoder outputs of the current batch (`dead_code_restart`).
+
+CVQ (`online_clustering`, Zheng and Vedaldi's CVQ-VAE): every training step each code moves
+toward an anchor sampled among the batch's encoder features, by a weight that is ~1 for codes
+whose running usage (EMA, `cvq_decay` 0.99) is ~0 and vanishes for used ones:
+`e <- e (1 - w) + anchor w`, `w = exp(-usage * K * 10 / (1 - decay) - 1e-3)`. Anchors: `probrandom`
+(a feature drawn with probability softmax(-distance) to the code, CVQ-VAE's default), `closest`
+or `random`. `cvq_contrastive` adds CVQ-VAE's contrastive term (temperature 0.07).
 """
 
 from __future__ import annotations
@@ -39,8 +46,15 @@ def _dist_ready() -> bool:
 class VectorQuantizer(nn.Module):
     def __init__(self, codebook_size: int, dim: int, codebook_dim: int | None = None, l2_norm: bool = False,
                  beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
-                 dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False):
+                 dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False,
+                 online_clustering: bool = False, cvq_decay: float = 0.99, cvq_anchor: str = "probrandom",
+                 cvq_contrastive: bool = False):
         super().__init__()
+        if cvq_anchor not in ("probrandom", "closest", "random"):
+            raise ValueError(f"cvq_anchor must be probrandom, closest or random, not {cvq_anchor!r}")
+        self.online_clustering, self.cvq_decay, self.cvq_anchor = online_clustering, cvq_decay, cvq_anchor
+        self.cvq_contrastive = cvq_contrastive
+        self.register_buffer("code_usage_ema", torch.zeros(codebook_size))
         self.codebook_size, self.dim = codebook_size, dim
         self.codebook_dim = codebook_dim or dim
         self.l2_norm, self.beta, self.legacy_beta = l2_norm, beta, legacy_beta
@@ -72,13 +86,21 @@ class VectorQuantizer(nn.Module):
         z_e = self.in_proj(rearrange(z, "b c h w -> b h w c"))
         return F.normalize(z_e, dim=-1) if self.l2_norm else z_e
 
+    def distances(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Squared distances (M, K) up to the per-row ||z||^2, which no argmin or softmax over
+        codes depends on."""
+        return codes.float().pow(2).sum(1)[None, :] - 2 * flat.float() @ codes.float().t()
+
     def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
         """Ids of the nearest codes, (B, H, W)."""
-        codes = self.codes()
-        flat = z_e.reshape(-1, z_e.shape[-1]).float()
-        # ||z||^2 - 2 z.e + ||e||^2 ; the ||z||^2 term does not change the argmin
-        dist_ = codes.float().pow(2).sum(1)[None, :] - 2 * flat @ codes.float().t()
-        return dist_.argmin(dim=1).view(z_e.shape[:-1])
+        flat = z_e.reshape(-1, z_e.shape[-1])
+        return self.distances(flat, self.codes()).argmin(dim=1).view(z_e.shape[:-1])
+
+    def code_vectors(self) -> torch.Tensor:
+        """(K, C) the feature each id stands for after out_proj (what downstream heads read)."""
+        return self.out_proj(self.codes())
+
+    tokens_per_position = 1
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids (B, H, W) -> quantized features (B, C, H, W), exactly as `forward` in eval mode."""
@@ -98,8 +120,12 @@ class VectorQuantizer(nn.Module):
             loss = self.beta * codebook_loss + commitment_loss
         else:
             loss = codebook_loss + self.beta * commitment_loss
+        if self.training and self.cvq_contrastive:
+            loss = loss + self._contrastive(z_e.detach())
         if self.training:
             self._record_usage(ids)
+            if self.online_clustering:
+                self._cluster_update(z_e.detach(), ids)
             if self.dead_code_restart and int(self.usage_step) % self.restart_every == 0:
                 self._restart_dead_codes(z_e.detach())
             z_q = z_e + (z_q - z_e).detach()  # straight-through
@@ -116,14 +142,8 @@ class VectorQuantizer(nn.Module):
         self.codebook.weight.data.copy_(new)
         self.initialized.fill_(True)
 
-    @torch.no_grad()
     def _record_usage(self, ids: torch.Tensor) -> None:
-        counts = torch.bincount(ids.flatten(), minlength=self.codebook_size).float()
-        if _dist_ready():
-            dist.all_reduce(counts)
-        slot = int(self.usage_step) % self.usage_history.shape[0]
-        self.usage_history[slot] = counts
-        self.usage_step += 1
+        record_usage(self.usage_history, self.usage_step, ids)
 
     @torch.no_grad()
     def _restart_dead_codes(self, z_e: torch.Tensor) -> None:
@@ -141,10 +161,54 @@ class VectorQuantizer(nn.Module):
             dist.broadcast(new, src=0)  # every process must restart to the same vectors
         self.codebook.weight.data[dead] = new
 
+    @torch.no_grad()
+    def _cluster_update(self, z_e: torch.Tensor, ids: torch.Tensor) -> None:
+        """CVQ-VAE's online clustered re-initialisation (see the module docstring)."""
+        flat = z_e.reshape(-1, z_e.shape[-1])
+        counts = torch.bincount(ids.flatten(), minlength=self.codebook_size).float()
+        if _dist_ready():
+            dist.all_reduce(counts)
+        self.code_usage_ema.mul_(self.cvq_decay).add_(counts / counts.sum(), alpha=1 - self.cvq_decay)
+        if self.cvq_anchor == "random":
+            pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
+        else:
+            similarity = -self.distances(flat, self.codes())  # (M, K)
+            if self.cvq_anchor == "closest":
+                pick = similarity.argmax(0)
+            else:
+                pick = torch.multinomial(torch.softmax(similarity.t(), dim=1), 1).view(-1)
+        anchors = flat[pick].to(self.codebook.weight.dtype)
+        if _dist_ready():
+            dist.broadcast(anchors, src=0)  # the same codebook on every process
+        w = torch.exp(-self.code_usage_ema * self.codebook_size * 10 / (1 - self.cvq_decay) - 1e-3)[:, None]
+        self.codebook.weight.data.mul_(1 - w).add_(anchors * w)
+
+    def _contrastive(self, z_e: torch.Tensor) -> torch.Tensor:
+        """CVQ-VAE's contrastive term: per code, its nearest features (positive, averaged) against
+        the farthest half of the batch (negatives), temperature 0.07."""
+        flat = z_e.reshape(-1, z_e.shape[-1])
+        similarity = -self.distances(flat, self.codes())  # (M, K), gradients reach the codes
+        ordered = similarity.sort(dim=0).values
+        m = ordered.shape[0]
+        positive = ordered[-max(1, m // self.codebook_size):].mean(0, keepdim=True)
+        negative = ordered[: max(1, m // 2)]
+        logits = torch.cat([positive, negative]).t() / 0.07  # (K, 1 + M/2)
+        return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+
     # -- statistics --------------------------------------------------------------------------
     def usage(self) -> dict[str, float]:
         """Fraction of codes used and perplexity over the sliding window of training batches."""
         return usage_stats(self.usage_history.sum(0))
+
+
+@torch.no_grad()
+def record_usage(history: torch.Tensor, step: torch.Tensor, ids: torch.Tensor) -> None:
+    """Write this batch's code histogram into row `step % window` of `history` (W, K); step += 1."""
+    counts = torch.bincount(ids.flatten(), minlength=history.shape[1]).float()
+    if _dist_ready():
+        dist.all_reduce(counts)
+    history[int(step) % history.shape[0]] = counts
+    step += 1
 
 
 def usage_stats(counts: torch.Tensor) -> dict[str, float]:

@@ -1,0 +1,215 @@
+"""VQCT: a codebook transferred from word vectors through a graph network over adjectives and
+nouns, and the split adjective / noun quantization (reference: shared/reference/vqct.md).
+
+    transfer = CodebookTransfer(word_vectors, edges, weights, code_dim=256)    # E = GCN(X, A)
+    vq = VQCTQuantizer(transfer, num_adjectives=n_adj, code_dim=256, top_k=2)
+    out = vq(z)            # z (B, 2D, h, w) -> quantized (B, 2D, h, w), ids (B, h, w, k + 1)
+    vq.embed(out.ids)      # == out.quantized in eval mode, bit for bit
+
+Token layout per position (k + 1 tokens): the k nearest adjective codes in order of distance
+(ids 0 .. n_adj - 1), then the nearest noun code offset by n_adj (ids n_adj .. N - 1), so one
+vocabulary of N ids covers both halves and the prior sees one flat sequence. The official code
+returns noun ids without the offset and decodes indices in a way that does not reproduce its
+top-k mean; here decoding gathers the same codes in the same order and averages them the same
+way, so `embed(ids)` equals the training-time quantized features exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from lgvq.tokenizers.quantizer import record_usage, usage_stats
+
+TRANSFERS = ("gcn", "mlp", "linear")
+
+
+def normalized_adjacency(num_nodes: int, edges: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """D^-1/2 (A + I) D^-1/2 as a sparse (N, N) tensor; A is symmetric with the edge weights
+    (repeated co-occurrences add up, as duplicate edges do in PyG's gcn_norm)."""
+    src, dst = edges[:, 0], edges[:, 1]
+    loops = torch.arange(num_nodes)
+    rows = torch.cat([src, dst, loops])
+    cols = torch.cat([dst, src, loops])
+    vals = torch.cat([weights, weights, torch.ones(num_nodes)])
+    adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (num_nodes, num_nodes),
+                                  check_invariants=True).coalesce()
+    deg = torch.zeros(num_nodes).index_add_(0, adj.indices()[0], adj.values())
+    scale = deg.rsqrt()
+    i, j = adj.indices()
+    return torch.sparse_coo_tensor(adj.indices(), adj.values() * scale[i] * scale[j], adj.shape,
+                                   check_invariants=True).coalesce()
+
+
+class CodebookTransfer(nn.Module):
+    """E = f(X): frozen word vectors X (N, Dw) -> codebook (N, D).
+
+    `gcn` (VQCT): GCNConv -> ReLU -> dropout 0.5 -> GCNConv over the normalised adjacency, recomputed
+    every training step and cached in eval. Ablations: `mlp` (the same two layers without the
+    graph), `linear` (no transfer: a learned projection of the raw vectors)."""
+
+    def __init__(self, word_vectors: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor, code_dim: int,
+                 mode: str = "gcn", dropout: float = 0.5):
+        super().__init__()
+        if mode not in TRANSFERS:
+            raise ValueError(f"transfer must be one of {TRANSFERS}, not {mode!r}")
+        self.mode, self.dropout = mode, dropout
+        n, width = word_vectors.shape
+        self.register_buffer("word_vectors", word_vectors.float().clone())
+        self.register_buffer("edges", edges.long().reshape(-1, 2).clone())
+        self.register_buffer("edge_weights", weights.float().clone())
+        self._adjacency: torch.Tensor | None = None  # built on first use, from the (possibly loaded) buffers
+        if mode == "linear":
+            self.layers = nn.ModuleList([nn.Linear(width, code_dim)])
+        else:
+            self.layers = nn.ModuleList([nn.Linear(width, code_dim), nn.Linear(code_dim, code_dim)])
+        self._cache: torch.Tensor | None = None
+
+    def train(self, mode: bool = True):
+        self._cache = None
+        return super().train(mode)
+
+    def adjacency(self) -> torch.Tensor:
+        """The normalised adjacency (sparse, on the buffers' device)."""
+        if self._adjacency is None or self._adjacency.device != self.word_vectors.device:
+            n = self.word_vectors.shape[0]
+            self._adjacency = normalized_adjacency(n, self.edges.cpu(), self.edge_weights.cpu()).to(
+                self.word_vectors.device)
+        return self._adjacency
+
+    def _propagate(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(self.adjacency(), h) if self.mode == "gcn" else h
+
+    def compute(self) -> torch.Tensor:
+        x = self.word_vectors
+        if self.mode == "linear":
+            return self.layers[0](x)
+        first, second = self.layers
+        # GCNConv: aggregate the linearly transformed features, then add the bias
+        h = self._propagate(F.linear(x, first.weight)) + first.bias
+        h = F.dropout(F.relu(h), self.dropout, self.training)
+        return self._propagate(F.linear(h, second.weight)) + second.bias
+
+    def forward(self) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            self._cache = None
+            return self.compute()
+        if self._cache is None or self._cache.device != self.word_vectors.device:
+            self._cache = self.compute()
+        return self._cache
+
+
+@dataclass
+class VQCTOutput:
+    quantized: torch.Tensor  # (B, 2D, h, w), straight-through per half in training
+    ids: torch.Tensor  # (B, h, w, k + 1): adjective ids (nearest first), noun id + n_adj
+    loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+class VQCTQuantizer(nn.Module):
+    def __init__(self, transfer: CodebookTransfer, num_adjectives: int, code_dim: int, top_k: int = 2,
+                 beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100):
+        super().__init__()
+        self.transfer, self.num_adjectives, self.code_dim = transfer, num_adjectives, code_dim
+        self.top_k, self.beta, self.legacy_beta = top_k, beta, legacy_beta
+        self.num_codes = transfer.word_vectors.shape[0]
+        if not 0 < num_adjectives < self.num_codes or top_k > num_adjectives:
+            raise ValueError(f"need adjectives and nouns ({num_adjectives} of {self.num_codes} codes are "
+                             f"adjectives) and top_k <= adjectives ({top_k})")
+        self.register_buffer("usage_history", torch.zeros(usage_window, self.num_codes))
+        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def tokens_per_position(self) -> int:
+        return self.top_k + 1
+
+    def split(self, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return codebook[: self.num_adjectives], codebook[self.num_adjectives:]
+
+    @torch.no_grad()
+    def nearest(self, z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+        """z (M, 2D) -> ids (M, k + 1): the k nearest adjective codes, nearest first, then the noun."""
+        adj_codes, noun_codes = self.split(codebook)
+        z_adj, z_noun = z[:, : self.code_dim], z[:, self.code_dim:]
+        adj_ids = torch.cdist(z_adj, adj_codes).topk(self.top_k, dim=1, largest=False).indices  # nearest first
+        noun_ids = torch.cdist(z_noun, noun_codes).argmin(1, keepdim=True)
+        return torch.cat([adj_ids, noun_ids + self.num_adjectives], 1)
+
+    def gather(self, ids: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (M, k + 1) -> mean of the k adjective codes (M, D), the noun code (M, D)."""
+        adj = codebook[ids[:, : self.top_k]].mean(1)
+        return adj, codebook[ids[:, self.top_k]]
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 2D, h, w) -> ids (B, h, w, k + 1), without training side effects."""
+        b, _, h, w = z.shape
+        return self.nearest(rearrange(z, "b c h w -> (b h w) c"), self.transfer()).reshape(b, h, w, -1)
+
+    def forward(self, z: torch.Tensor) -> VQCTOutput:
+        b, c, h, w = z.shape
+        flat = rearrange(z, "b c h w -> (b h w) c")
+        codebook = self.transfer()
+        ids = self.nearest(flat, codebook)
+        adj, noun = self.gather(ids, codebook)  # gradients reach the transfer network through these
+        code_loss = commit = flat.new_zeros(())
+        z_halves = (flat[:, : self.code_dim], flat[:, self.code_dim:])
+        for z_p, q_p in zip(z_halves, (adj, noun)):
+            code_loss = code_loss + F.mse_loss(q_p, z_p.detach())  # reaches the transfer network
+            commit = commit + F.mse_loss(z_p, q_p.detach())
+        loss = (self.beta * code_loss + commit) if self.legacy_beta else (code_loss + self.beta * commit)
+        q = torch.cat([adj, noun], 1)
+        if self.training:
+            record_usage(self.usage_history, self.usage_step, ids)
+            q = flat + (q - flat).detach()  # straight-through per half
+        quantized = rearrange(q, "(b h w) c -> b c h w", b=b, h=h, w=w)
+        return VQCTOutput(quantized, ids.reshape(b, h, w, -1), loss, code_loss, commit)
+
+    def usage(self) -> dict[str, float]:
+        """Share of the N codes used (adjective and noun ids together) and perplexity, over the window."""
+        return usage_stats(self.usage_history.sum(0))
+
+    def code_vectors(self) -> torch.Tensor:
+        """(N, D) the transferred code of each id (downstream heads read these)."""
+        return self.transfer()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, k + 1) ids -> (B, 2D, h, w), exactly the eval-mode quantized features."""
+        b, h, w, _ = ids.shape
+        adj, noun = self.gather(ids.reshape(-1, ids.shape[-1]), self.transfer())
+        return rearrange(torch.cat([adj, noun], 1), "(b h w) c -> b c h w", b=b, h=h, w=w)
+
+
+def build_vqct_quantizer(spec: dict, code_dim: int, beta: float, legacy_beta: bool,
+                         usage_window: int) -> VQCTQuantizer:
+    """A VQCT quantizer of the shapes in `spec` (a tokenizer's config); the word vectors and edges
+    are buffers, filled from the vocabulary folder or from the saved weights."""
+    n, width, n_edges = spec["num_words"], spec["word_width"], spec["num_edges"]
+    transfer = CodebookTransfer(torch.zeros(n, width), torch.zeros(n_edges, 2, dtype=torch.long),
+                                torch.zeros(n_edges), code_dim, spec.get("transfer", "gcn"), spec.get("dropout", 0.5))
+    return VQCTQuantizer(transfer, spec["num_adjectives"], code_dim, spec.get("top_k", 2), beta, legacy_beta,
+                         usage_window)
+
+
+def load_vqct_vocab(folder: str | None) -> dict:
+    """`lgvq build-vocab` output -> word vectors (N, Dw), edges (E, 2), weights (E,), num_adjectives."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from lgvq.text.vocab import Vocabulary
+
+    if not folder or not (Path(folder) / "vocab.json").is_file():
+        raise FileNotFoundError(f"model.vqct_vocab={folder!r} is not a vocabulary folder; write one with "
+                                f"`lgvq build-vocab --data ... --out DIR` and set model.vqct_vocab=DIR")
+    vocab = Vocabulary.load(folder)
+    vectors = load_file(str(Path(folder) / "word_vectors.safetensors"))["vectors"]
+    pairs, weights = vocab.edge_index()
+    return {"vectors": vectors, "edges": torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
+            "weights": torch.tensor(weights, dtype=torch.float32), "num_adjectives": len(vocab.adjectives)}
