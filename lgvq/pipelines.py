@@ -96,7 +96,7 @@ class PriorPipeline:
         if isinstance(image, (str, Path)):
             image = Image.open(image)
         size = self.tokenizer.config.resolution
-        pixels = torch.from_numpy(np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC)))
+        pixels = torch.from_numpy(np.array(image.convert("RGB").resize((size, size), Image.BICUBIC)))
         pixels = (pixels.permute(2, 0, 1).float() / 127.5 - 1)[None].to(self.device)
         with torch.no_grad():
             ids = self.tokenizer.encode(pixels).reshape(1, -1)

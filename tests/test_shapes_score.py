@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from lgvq.data.shapes import INVERSE_RELATION, PALETTE, make_sample
-from lgvq.evaluation.shapes_score import CaptionGrammarError, faithfulness, parse_caption, score_image
+from lgvq.evaluation.shapes_score import (
+    CaptionGrammarError,
+    faithfulness,
+    parse_caption,
+    score_image,
+)
 
 
 @pytest.mark.parametrize("size", [32, 64])

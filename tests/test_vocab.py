@@ -6,7 +6,14 @@ import pytest
 from safetensors.torch import load_file
 
 from lgvq.cli import main
-from lgvq.text.vocab import Vocabulary, mine_captions, mine_encoder_vocab, tag_lexicon, tokenize, word_prompts
+from lgvq.text.vocab import (
+    Vocabulary,
+    mine_captions,
+    mine_encoder_vocab,
+    tag_lexicon,
+    tokenize,
+    word_prompts,
+)
 
 CAPTIONS = [
     "a small red circle",

@@ -58,7 +58,7 @@ class CodebookTransfer(nn.Module):
         if mode not in TRANSFERS:
             raise ValueError(f"transfer must be one of {TRANSFERS}, not {mode!r}")
         self.mode, self.dropout = mode, dropout
-        n, width = word_vectors.shape
+        width = word_vectors.shape[1]
         self.register_buffer("word_vectors", word_vectors.float().clone())
         self.register_buffer("edges", edges.long().reshape(-1, 2).clone())
         self.register_buffer("edge_weights", weights.float().clone())
@@ -153,7 +153,7 @@ class VQCTQuantizer(nn.Module):
         return self.nearest(rearrange(z, "b c h w -> (b h w) c"), self.transfer()).reshape(b, h, w, -1)
 
     def forward(self, z: torch.Tensor) -> VQCTOutput:
-        b, c, h, w = z.shape
+        b, _, h, w = z.shape
         flat = rearrange(z, "b c h w -> (b h w) c")
         codebook = self.transfer()
         ids = self.nearest(flat, codebook)
