@@ -135,7 +135,8 @@ def encode_split(tokenizer, dataset: ImageTextDataset, out: str | Path, request:
                         captions[it["index"]] = it["captions"]
                         qa[it["index"]] = it.get("qa", [])
                 bar.update(len(keys))
-            tokens.flush(), valid.flush(), labels.flush()
+            for array in (tokens, valid, labels):
+                array.flush()
             _write_json(out / "parts" / f"captions-{start:09d}.json", {"captions": captions, "qa": qa})
             state["items_done"] = stop
             _write_json(progress_path, state)
@@ -186,6 +187,17 @@ def _write_captions_and_features(out: Path, request: StoreRequest, manifest: dic
     feats.flush()
     manifest["text"] = {"encoder": request.text_encoder, "max_length": request.text_max_length,
                         "pooling": request.text_pooling, "width": encoder.width, "length": int(lengths.max())}
+
+
+def store_batches(num_items: int, batch_size: int, seed: int, rank: int, world_size: int, start_batch: int):
+    """Training order over a store: (positions, rng) per batch, forever, from batch `start_batch`.
+    The rng (for per-image choices such as which caption or question) is a function of
+    (seed, rank, batch number), so a resumed run draws what an uninterrupted one would."""
+    from lgvq.data.loader import EpochBatchSampler
+
+    sampler = EpochBatchSampler(num_items, batch_size, seed, rank, world_size, start_batch)
+    for k, keys in enumerate(sampler, start=start_batch):
+        yield [i for i, _ in keys], np.random.default_rng([seed, rank, k])
 
 
 class CodeStore:

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgvq.config import ConfigError, TrainConfig
-from lgvq.data.code_store import CodeStore, StoreError
-from lgvq.data.loader import EpochBatchSampler
+from lgvq.data.code_store import CodeStore, StoreError, store_batches
 from lgvq.downstream.captioning import CaptionHead
 from lgvq.downstream.code_reader import tokenizer_code_vectors
 from lgvq.downstream.text_vocab import TextVocab
@@ -120,11 +119,9 @@ class HeadTask(TrainingTask):
         return [OptimizerSpec("head", t.lr, tuple(t.betas), t.weight_decay)]
 
     def train_batches(self, start_batch: int, rank: int, world_size: int):
-        sampler = EpochBatchSampler(len(self.store), self.cfg.train.batch_size, self.cfg.train.seed, rank,
-                                    world_size, start_batch)
-        for k, keys in enumerate(sampler, start=start_batch):
-            rng = np.random.default_rng([self.cfg.train.seed, rank, k])
-            yield self.make_batch([i for i, _ in keys], rng)
+        t = self.cfg.train
+        for positions, rng in store_batches(len(self.store), t.batch_size, t.seed, rank, world_size, start_batch):
+            yield self.make_batch(positions, rng)
 
     def make_batch(self, positions: list[int], rng: np.random.Generator) -> dict:
         raise NotImplementedError

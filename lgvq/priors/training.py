@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from lgvq.config import ConfigError
-from lgvq.data.code_store import CodeStore, StoreError
-from lgvq.data.loader import EpochBatchSampler
+from lgvq.data.code_store import CodeStore, StoreError, store_batches
 from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.model import Condition, PriorTransformer, next_token_loss
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
@@ -136,12 +135,9 @@ class PriorTask(TrainingTask):
         return [OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay)]
 
     def train_batches(self, start_batch: int, rank: int, world_size: int):
-        sampler = EpochBatchSampler(len(self.store), self.cfg.train.batch_size, self.cfg.train.seed, rank,
-                                    world_size, start_batch)
-        for k, keys in enumerate(sampler, start=start_batch):
-            # the caption drawn for each image is a function of (seed, rank, batch number): resumable
-            rng = np.random.default_rng([self.cfg.train.seed, rank, k])
-            yield self.store.batch([i for i, _ in keys], rng, self.text_length)
+        t = self.cfg.train
+        for positions, rng in store_batches(len(self.store), t.batch_size, t.seed, rank, world_size, start_batch):
+            yield self.store.batch(positions, rng, self.text_length)
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]
