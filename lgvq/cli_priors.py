@@ -243,8 +243,16 @@ def format_prior_table(results: dict) -> str:
 
 # -- report ------------------------------------------------------------------------------------------
 def cmd_report(args: argparse.Namespace) -> int:
-    from lgvq.report import build_report
+    from lgvq.report import build_report, compare_table
 
+    if args.compare:
+        table = compare_table(args.compare)
+        (Path(args.compare) / "table.md").write_text(table + "\n")
+        print(table)
+        print(f"table written to {Path(args.compare) / 'table.md'}")
+        return 0
+    if not args.run:
+        raise UsageError("give --run DIR (one pipeline folder) or --compare ROOT (ROOT/TOKENIZER/seedN folders)")
     path = build_report(args.run)
     print(f"report written to {path}")
     return 0
@@ -317,5 +325,6 @@ def add_parsers(sub) -> None:
     v.set_defaults(func=cmd_evaluate_prior)
 
     r = sub.add_parser("report", help="report.md, report.json and plots of a pipeline folder")
-    r.add_argument("--run", required=True, help="the folder scripts/run_pipeline.sh writes (--out)")
+    r.add_argument("--run", help="the folder scripts/run_pipeline.sh writes (--out)")
+    r.add_argument("--compare", help="ROOT of scripts/compare_tokenizers.sh: one mean ± std row per tokenizer")
     r.set_defaults(func=cmd_report)

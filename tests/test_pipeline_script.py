@@ -13,7 +13,7 @@ TINY_TOKENIZER = ("data.num_train=48 data.num_val=12 data.image_size=32 model.ch
                   "model.z_channels=16 model.embed_dim=16 model.codebook_size=64 model.codebook_dim=4 "
                   "lgvq.visual_width=32 train.max_steps=3 train.batch_size=4 train.sample_every=3 "
                   "train.checkpoint_every=3 loss.disc_start=2 loss.disc_ndf=8 train.num_threads=1")
-TINY_PRIOR = ("model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 sample.batch_size=8 "
+TINY_PRIOR = ("model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 sample.batch_size=4 "
               "train.num_threads=1")
 TINY_HEAD = "model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 train.num_threads=1"
 
@@ -53,3 +53,41 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert md.index("PSNR") < md.index("## Figures")  # numbers first
     for figure in ("losses", "code_usage", "samples"):
         assert (out / report["figures"][figure]).is_file()
+
+
+def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
+    from lgvq.cli import main
+
+    def write(tok, seed, psnr, r1=None):
+        run = tmp_path / tok / f"seed{seed}"
+        run.mkdir(parents=True)
+        report = {"tokenizer": {"psnr": psnr, "codebook_usage": 1.0, "perplexity": 400.0},
+                  "alignment": {"retrieval_r@1": r1} if r1 is not None else None,
+                  "vqa": {"accuracy": 0.5, "per_type": {"colour": 0.9, "shape": 0.6}}}
+        (run / "report.json").write_text(json.dumps(report))
+
+    write("vqgan", 0, 30.0)
+    write("vqgan", 1, 32.0)
+    write("vqgan_lg", 0, 31.0, r1=0.2)
+    assert main(["report", "--compare", str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text().splitlines()
+    vqgan = next(r for r in table if r.startswith("| vqgan |"))
+    lg = next(r for r in table if r.startswith("| vqgan_lg |"))
+    assert "| 2 | 31.00 ± 1.41 |" in vqgan and "| – |" in vqgan  # no retrieval without LG-VQ
+    assert "| 1 | 31.00 |" in lg and "0.200" in lg
+    assert main(["report"]) == 2 and "--compare" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_script_runs_vqct_with_lgvq_end_to_end(tmp_path):
+    """The comparison script at toy size for one tokenizer and seed: build-vocab (encoder words),
+    VQCT + LG-VQ tokenizer, a prior over 3 tokens per position, heads, report, table."""
+    env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER, "PRIOR_OVERRIDES": TINY_PRIOR,
+                        "HEAD_OVERRIDES": TINY_HEAD}
+    done = subprocess.run([str(REPO / "scripts" / "compare_tokenizers.sh"), "--root", str(tmp_path),
+                           "--tokenizers", "vqct_lg", "--seeds", "0"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "vqct_lg" / "seed0" / "report.json").read_text())
+    assert report["tokenizer"]["tokens_per_image"] == 4 * 4 * 3  # toy 32-px grid, 3 tokens per position
+    assert "| vqct_lg | 1 |" in (tmp_path / "table.md").read_text()
