@@ -229,6 +229,23 @@ class CodeStore:
     def __len__(self) -> int:
         return len(self.items)
 
+    def copy_tokenizer_to(self, run_dir: str | Path) -> Path:
+        """RUN/tokenizer: a copy of the stage-one model the codes came from, so a prior or head run
+        can decode / read images on its own. Kept if already there; written atomically."""
+        import shutil
+
+        source, target = Path(self.manifest["tokenizer"]), Path(run_dir) / "tokenizer"
+        if target.is_dir():
+            return target
+        if not (source / "config.json").is_file():
+            raise StoreError(f"the store's tokenizer {source} is gone; the run needs it beside its model")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / ".tmp-tokenizer"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(source, tmp)
+        tmp.replace(target)
+        return target
+
     @property
     def num_images(self) -> int:
         return self.manifest["num_images"]

@@ -8,7 +8,6 @@ the stage-one model, so `lgvq caption` / `lgvq answer` can read images).
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,17 +72,7 @@ class HeadTask(TrainingTask):
         self.store = CodeStore(root / "train")
         self.init = self.head_class.from_pretrained(head_model_dir(cfg.init_from)) if cfg.init_from else None
         self._code_vectors: torch.Tensor | None = None
-        self._copy_tokenizer()
-
-    def _copy_tokenizer(self) -> None:
-        source, target = Path(self.store.manifest["tokenizer"]), self.run_dir / "tokenizer"
-        if target.is_dir():
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / ".tmp-tokenizer"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        tmp.replace(target)
+        self.store.copy_tokenizer_to(self.run_dir)
 
     def common_kwargs(self) -> dict:
         m = self.cfg.model

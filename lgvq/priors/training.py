@@ -9,7 +9,6 @@ encoder and the text encoder never run inside it. A run directory holds what sam
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -93,19 +92,7 @@ class PriorTask(TrainingTask):
         # fine-tuning keeps the trained prefix length; a longer caption is truncated to it
         self.text_length = (PriorTransformer.from_pretrained(prior_run_model_dir(cfg.init_from)).config.text_length
                             if cfg.init_from and self.conditioning == "text" else None)
-        self._copy_tokenizer()
-
-    def _copy_tokenizer(self) -> None:
-        """RUN/tokenizer: the stage-one model the codes came from, so the run samples on its own."""
-        source, target = Path(self.store.manifest["tokenizer"]), self.run_dir / "tokenizer"
-        if target.is_dir():
-            return
-        if not (source / "config.json").is_file():
-            raise StoreError(f"the store's tokenizer {source} is gone; sampling needs it beside the prior")
-        tmp = self.run_dir / ".tmp-tokenizer"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        tmp.replace(target)
+        self.store.copy_tokenizer_to(self.run_dir)
 
     def prior_kwargs(self) -> dict:
         m, s = self.cfg.model, self.store.manifest
