@@ -25,6 +25,7 @@ from lgvq.priors.model import Condition, PriorTransformer, next_token_loss
 from lgvq.priors.sampling import generate
 from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.model import VQTokenizer
+from lgvq.training.optim import build_adam
 
 
 def timed(fn, device) -> float:
@@ -97,7 +98,7 @@ def main() -> None:
     with torch.no_grad():
         stored = tok.encode(images).reshape(images.shape[0], -1)
     prior = text_prior(pcfg, h * w, vocab, device).train()
-    opt = torch.optim.Adam(prior.parameters(), lr=1e-4)
+    opt = build_adam(prior.parameters(), lr=1e-4)
     bcond = text_condition(images.shape[0], device)
 
     def step(tokens_fn):

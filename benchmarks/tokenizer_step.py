@@ -18,6 +18,7 @@ from lgvq.config import load_config
 from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.losses import VQGANLoss
 from lgvq.tokenizers.model import VQTokenizer
+from lgvq.training.optim import build_adam
 
 
 def sync(device: torch.device) -> None:
@@ -42,8 +43,8 @@ def bench(cfg: TokenizerRunConfig, device: torch.device, batch: int, warmup: int
     torch.manual_seed(0)
     tok = VQTokenizer.from_model_config(cfg.model, cfg.data.image_size).to(device).train()
     loss = VQGANLoss(cfg.loss).to(device)
-    opt_g = torch.optim.Adam(tok.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(loss.discriminator.parameters(), lr=1e-4) if loss.discriminator else None
+    opt_g = build_adam(tok.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    opt_d = build_adam(loss.discriminator.parameters(), lr=1e-4) if loss.discriminator else None
     x = torch.rand(batch, 3, cfg.data.image_size, cfg.data.image_size, device=device) * 2 - 1
 
     def train_step(gan: bool):

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from lgvq.config import TrainConfig
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.ema import build_ema, load_ema, save_ema
+from lgvq.training.optim import build_adam
 from lgvq.training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,7 @@ class Trainer:
         set_seed(cfg.seed)
         modules = self.task.build_modules()
         self.specs = specs = self.task.optimizer_specs()
-        optimizers = [torch.optim.Adam(modules[s.module].parameters(), lr=s.lr, betas=tuple(s.betas),
-                                       weight_decay=s.weight_decay) for s in specs]
+        optimizers = [build_adam(modules[s.module].parameters(), s.lr, s.betas, s.weight_decay) for s in specs]
         schedulers = [build_scheduler(o, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio)
                       for o in optimizers]
         names = list(modules)
