@@ -23,6 +23,7 @@ from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.losses import VQGANLoss
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.tokenizers.training import AlignmentText
+from lgvq.training.optim import build_adam
 
 
 def make_step(cfg: TokenizerRunConfig, text: AlignmentText | None):
@@ -30,7 +31,7 @@ def make_step(cfg: TokenizerRunConfig, text: AlignmentText | None):
     spec = text.alignment_spec() if text is not None else None
     tok = VQTokenizer.from_model_config(cfg.model, cfg.data.image_size, spec).train()
     loss = VQGANLoss(cfg.loss)
-    opt = torch.optim.Adam(tok.parameters(), lr=1e-4)
+    opt = build_adam(tok.parameters(), lr=1e-4)
 
     def step(batch):
         inputs = text.inputs(batch["caption"], torch.device("cpu")) if text is not None else None

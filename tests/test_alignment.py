@@ -110,6 +110,49 @@ def test_alignment_gradients_reach_the_encoder_and_not_the_frozen_text_model(min
     assert all(p.grad is None for p in minilm.parameters())
 
 
+def test_predictor_keeps_torch_decoder_layers_and_factored_keys_are_exact():
+    from lgvq.alignment.modules import MaskedTextPredictor
+
+    torch.manual_seed(0)
+    pred = MaskedTextPredictor(dim=24, max_length=6, vocab_size=50, layers=2, heads=2).eval()
+    text, visual_hidden = torch.randn(3, 6, 24), torch.randn(3, 10, 8)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4], dtype=torch.bool)
+    proj = torch.randn(24, 8)  # Z_vt = H P^T, as VisualTokenEncoder's bias-free projection
+    visual = visual_hidden @ proj.t()
+    official = pred.decoder(text, visual, tgt_key_padding_mask=~mask)  # torch's own decoder
+    ours = pred(text, mask, visual)
+    factored = pred(text, mask, visual, visual_factors=(visual_hidden, proj))
+    real = mask[..., None]  # padded rows differ only by torch's fast-path conventions
+    assert torch.allclose((ours * real), (official * real), atol=1e-5)
+    assert torch.allclose(factored, ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_alignment_precision_keeps_losses_and_gradients(minilm, precision):
+    torch.manual_seed(0)
+    exact = alignment_for(minilm, "embeddings")
+    exact.cfg.precision = "fp32"
+    model = alignment_for(minilm, "embeddings")
+    model.load_state_dict(exact.state_dict())
+    model.cfg.precision = precision
+    captions = ["a small red circle", "a large blue square above a small red triangle"]
+    feats = TextFeatureCache(minilm)(captions)
+    maskable = feats.mask & ~torch.isin(feats.input_ids, torch.tensor(sorted(minilm.special_token_ids())))
+    quantized = torch.randn(2, 8, 2, 2, requires_grad=True)  # alignment_for: 4 tokens of width 8
+    outs = []
+    for m in (exact.eval(), model.eval()):  # no dropout: the two runs see the same noise
+        torch.manual_seed(1)  # the same mask ratio and masked words
+        out = m(quantized, feats, minilm.token_embedding_matrix(), maskable)
+        assert all(v.dtype == torch.float32 for v in out.values())
+        (grad,) = torch.autograd.grad(out["align"], quantized)
+        outs.append((out, grad))
+    (a, ga), (b, gb) = outs
+    for name in ("gsa", "mtp", "ras"):
+        assert math.isclose(float(a[name]), float(b[name]), rel_tol=0.02, abs_tol=1e-3), name
+    assert torch.nn.functional.cosine_similarity(ga.flatten(), gb.flatten(), dim=0) > 0.98
+    assert torch.equal(ga, gb) == (precision == "fp32")  # bf16 really ran in bf16
+
+
 def test_text_cache_encodes_each_caption_once_and_persists(minilm, tmp_path):
     cache = TextFeatureCache(minilm, tmp_path / "cache")
     first = cache(["a red circle", "a blue square", "a red circle"])

@@ -25,10 +25,15 @@ from einops import rearrange
 from torch import nn
 
 from lgvq.alignment.losses import gsa_loss, mtp_loss, nearest_visual_tokens, ras_loss
-from lgvq.alignment.modules import CodeProjection, MaskedTextPredictor, VisualTokenEncoder
+from lgvq.alignment.modules import (
+    CodeProjection,
+    MaskedTextPredictor,
+    VisualTokenEncoder,
+)
 from lgvq.text.encoder import TextFeatures
 
 TEXT_CONTEXTS = ("embeddings", "masked", "unmasked")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -60,6 +65,9 @@ class LGVQConfig:
     # probe: the heads learn from detached codes and the tokenizer gets no language gradient; a
     # plain tokenizer trained this way gets the same diagnostics as an aligned one (the baseline)
     detach_codes: bool = False
+    # auto: bf16 autocast for the alignment modules where the device runs bf16 natively (recent
+    # GPUs, CPUs with AVX512-BF16/AMX), else fp32; losses are returned in fp32 either way
+    precision: str = "auto"  # auto | bf16 | fp32
     keep_in_export: bool = True  # false: the saved tokenizer drops the alignment modules
     text_cache_dir: str | None = None  # on-disk text-feature cache; None = in memory only
     precompute_text: bool = True  # encode all training captions once before the first step
@@ -91,6 +99,8 @@ class LGVQAlignment(nn.Module):
     def __init__(self, cfg: LGVQConfig, code_dim: int, num_tokens: int, text_width: int, sentence_width: int,
                  vocab_size: int):
         super().__init__()
+        if cfg.precision not in PRECISIONS:
+            raise ValueError(f"lgvq.precision must be one of {PRECISIONS}, not {cfg.precision!r}")
         if cfg.mtp_text_context not in TEXT_CONTEXTS:
             raise ValueError(f"lgvq.mtp_text_context must be one of {TEXT_CONTEXTS}, not {cfg.mtp_text_context!r}")
         self.cfg = cfg
@@ -130,10 +140,11 @@ class LGVQAlignment(nn.Module):
         return x * text.mask[..., None]
 
     def predict_masked(self, z_vt: torch.Tensor, text: TextFeatures, masked: torch.Tensor,
-                       token_embeddings: torch.Tensor, encode_ids=None) -> torch.Tensor:
+                       token_embeddings: torch.Tensor, encode_ids=None,
+                       visual_factors: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (M, V) at the masked positions (row-major order of `masked`)."""
         x = self.masked_text_input(text, masked, token_embeddings, encode_ids)
-        hidden = self.predictor(x, text.mask, z_vt)
+        hidden = self.predictor(x, text.mask, z_vt, visual_factors)
         return self.predictor.logits(hidden[masked], token_embeddings)
 
     def relation_codes(self, quantized: torch.Tensor, z_vt: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
@@ -151,7 +162,22 @@ class LGVQAlignment(nn.Module):
         cfg = self.cfg
         if cfg.detach_codes:
             quantized = quantized.detach()
-        z_vt = self.visual_tokens(quantized)
+        with torch.autocast(quantized.device.type, torch.bfloat16, enabled=self.use_bf16(quantized.device)):
+            losses = self.losses(quantized, text, token_embeddings, maskable, encode_ids)
+        return {name: value.float() for name, value in losses.items()}
+
+    def use_bf16(self, device: torch.device) -> bool:
+        """lgvq.precision: bf16 autocast for the alignment modules where the device runs bf16 natively."""
+        if self.cfg.precision == "fp32":
+            return False
+        native = (torch.cuda.is_available() and torch.cuda.is_bf16_supported() if device.type == "cuda"
+                  else device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return native or self.cfg.precision == "bf16"
+
+    def losses(self, quantized, text, token_embeddings, maskable, encode_ids) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        hidden = self.visual.hidden(quantized)  # (B, 1 + N, width)
+        z_vt = self.visual.proj(hidden)
         losses: dict[str, torch.Tensor] = {}
         total = quantized.new_zeros(())
         if cfg.gsa_weight > 0:
@@ -160,7 +186,8 @@ class LGVQAlignment(nn.Module):
             total = total + cfg.gsa_weight * losses["gsa"]
         if self.predictor is not None:
             masked = random_word_mask(maskable, sample_mask_ratio(cfg))
-            logits = self.predict_masked(z_vt, text, masked, token_embeddings, encode_ids)
+            logits = self.predict_masked(z_vt, text, masked, token_embeddings, encode_ids,
+                                         visual_factors=(hidden, self.visual.proj.weight))
             losses["mtp"] = mtp_loss(logits, text.input_ids[masked], cfg.label_smoothing)
             total = total + cfg.mtp_weight * losses["mtp"]
         if self.code_proj is not None:

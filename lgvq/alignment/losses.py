@@ -7,10 +7,26 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 
+def in_fp32(loss_fn):
+    """Run a loss in fp32 even inside a bf16 autocast region (the alignment modules may run in
+    bf16, see LGVQConfig.precision): floating-point tensor arguments are cast to float32."""
+
+    @functools.wraps(loss_fn)
+    def wrapper(*args, **kwargs):
+        args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]
+        with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+            return loss_fn(*args, **kwargs)
+
+    return wrapper
+
+
+@in_fp32
 def gsa_loss(cls: torch.Tensor, sentence: torch.Tensor, temperature: float = 1.0,
              symmetric: bool = False) -> torch.Tensor:
     """Eq. 5. cls (B, D), sentence (B, D) -> scalar.
@@ -35,6 +51,7 @@ def nearest_visual_tokens(words: torch.Tensor, visual: torch.Tensor) -> torch.Te
     return sim.argmax(dim=-1)
 
 
+@in_fp32
 def ras_loss(words: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
              mean_over_padding: bool = False) -> torch.Tensor:
     """Eq. 8 with a mean instead of the sum: words (B, L, D) word features, codes (B, L, D) the
@@ -54,6 +71,7 @@ def ras_loss(words: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
     return sq.sum() / pair.sum().clamp_min(1)
 
 
+@in_fp32
 def mtp_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
     """Eq. 6 as ordinary cross-entropy: logits (M, V) at the M masked, non-padding positions,
     targets (M,) the original token ids. Zero (with a graph) when nothing was masked."""
