@@ -159,3 +159,22 @@ def test_warmup_then_cosine_schedule():
     assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
     assert lr_factor(50, 10, 110, "constant", 0.1) == 1.0
+
+
+def test_fused_adam_takes_the_same_steps_as_torch_default():
+    from lgvq.training.optim import build_adam
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 1))
+    reference = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    fused = build_adam(model.parameters(), lr=1e-2, betas=(0.5, 0.9), weight_decay=0.01)
+    plain = torch.optim.Adam(reference, lr=1e-2, betas=(0.5, 0.9), weight_decay=0.01, foreach=False)
+    assert fused.defaults["fused"]
+    x = torch.randn(32, 8)
+    for _ in range(5):
+        for params, opt in ((list(model.parameters()), fused), (reference, plain)):
+            h = torch.nn.functional.gelu(x @ params[0].t() + params[1])
+            ((h @ params[2].t() + params[3]) ** 2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(model.parameters(), reference))
