@@ -4,6 +4,10 @@
 #   scripts/run_pipeline.sh [--dataset shapes] [--tokenizer vqgan_lg] [--out runs/pipeline] [--num-processes 1]
 #                           [--num-prompts 200]
 #
+# --dataset: shapes (built in, sized for 2 CPU cores) or a paper preset, cub | celebahq | coco |
+# textcaps (configs/replicate/: 256 px, f = 16, the papers' settings; a GPU job), read from
+# data/NAME or DATA_DIR after scripts/convert_dataset.py. --tokenizer: vqgan | vqgan_lg | vqct |
+# vqct_lg | cvq | cvq_lg.
 # Extra config overrides per stage (space-separated key=value) come from the environment:
 # TOKENIZER_OVERRIDES, PRIOR_OVERRIDES, HEAD_OVERRIDES (e.g. PRIOR_OVERRIDES="train.max_steps=500").
 # Stages: tokenizer -> evaluate tokenizer (+ alignment) -> encode the code store -> text-to-image
@@ -21,7 +25,7 @@ NUM_PROMPTS=200
 read -r -a TOKENIZER_EXTRA <<< "${TOKENIZER_OVERRIDES:-}"
 read -r -a PRIOR_EXTRA <<< "${PRIOR_OVERRIDES:-}"
 read -r -a HEAD_EXTRA <<< "${HEAD_OVERRIDES:-}"
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) DATASET="$2"; shift 2 ;;
@@ -38,12 +42,50 @@ case "$TOKENIZER" in
   vqgan|vqgan_lg|vqct|vqct_lg|cvq|cvq_lg) ;;
   *) echo "error: --tokenizer must be one of vqgan, vqgan_lg, vqct, vqct_lg, cvq, cvq_lg (got $TOKENIZER)" >&2; exit 2 ;;
 esac
-if [[ "$DATASET" != shapes ]]; then
-  echo "error: --dataset $DATASET: only the built-in shapes preset runs end to end so far." >&2
-  echo "       Real datasets need their raw files converted to an imagefolder first (scripts/ converters" >&2
-  echo "       arrive with the downstream issue); then train with data.source=folder data.path=DIR." >&2
-  exit 2
-fi
+# Per-dataset configs. Real presets use the papers' settings (configs/replicate/: 256 px, f = 16,
+# batch 8) and need their data converted first; DATA_DIR overrides where it lives.
+case "$DATASET" in
+  shapes)
+    TOKENIZER_CONFIGS=(--config configs/tokenizer/vqgan_shapes.yaml)
+    CVQ_CONFIG=configs/tokenizer/cvq_shapes.yaml
+    VQCT_CONFIG=configs/tokenizer/vqct_shapes.yaml
+    VOCAB_ARGS=(--source encoder_vocab --max-words 4096)  # shapes captions hold a dozen words
+    LG_CONFIG=configs/lgvq/shapes.yaml
+    ENCODE_ARGS=(--text-max-length 24)
+    PRIOR_CONFIG=configs/prior/shapes_t2i.yaml
+    CAPTIONER_CONFIG=configs/heads/shapes_captioner.yaml
+    VQA_CONFIG=configs/heads/shapes_vqa.yaml
+    ;;
+  cub|celebahq|coco|textcaps)
+    DATA_DIR="${DATA_DIR:-data/$DATASET}"
+    if [[ ! -f "$DATA_DIR/train/metadata.jsonl" ]]; then
+      declare -A CONVERT=(
+        [cub]="python scripts/convert_dataset.py cub --cub CUB_200_2011 --captions cvpr2016_cub --out $DATA_DIR"
+        [celebahq]="python scripts/convert_dataset.py celebahq --images CelebA-HQ-img --captions celeba-caption --test-list test/filenames.pickle --out $DATA_DIR"
+        [coco]="python scripts/convert_dataset.py coco --coco COCO_ROOT --out $DATA_DIR"
+        [textcaps]="python scripts/convert_dataset.py textcaps --textcaps TEXTCAPS_ROOT --out $DATA_DIR")
+      echo "error: --dataset $DATASET needs its images and captions in $DATA_DIR (train/ and validation/ with" >&2
+      echo "       metadata.jsonl), and $DATA_DIR/train/metadata.jsonl does not exist. Download the raw release" >&2
+      echo "       (README: Replicating the papers on real data), then convert it:" >&2
+      echo "         ${CONVERT[$DATASET]}" >&2
+      echo "       or point DATA_DIR at an existing converted folder." >&2
+      exit 2
+    fi
+    TOKENIZER_CONFIGS=(--config configs/replicate/vqgan_f16.yaml --config "configs/replicate/$DATASET.yaml")
+    TOKENIZER_EXTRA=("data.path=$DATA_DIR" "${TOKENIZER_EXTRA[@]}")
+    CVQ_CONFIG=configs/replicate/cvq.yaml
+    VQCT_CONFIG=configs/replicate/vqct.yaml
+    VOCAB_ARGS=(--source captions --data "$DATA_DIR")  # the paper's mining
+    LG_CONFIG="configs/lgvq/$DATASET.yaml"
+    [[ "$DATASET" == coco ]] && LG_CONFIG=configs/lgvq/textcaps.yaml  # no official COCO weights
+    ENCODE_ARGS=()
+    PRIOR_CONFIG=configs/replicate/prior_t2i.yaml
+    CAPTIONER_CONFIG=""
+    [[ "$DATASET" == cub ]] && CAPTIONER_CONFIG=configs/heads/cub_captioner.yaml  # the paper's Table 11
+    VQA_CONFIG=""  # COCO-QA is its own dataset: see configs/heads/cocoqa_vqa.yaml
+    ;;
+  *) echo "error: --dataset must be one of shapes, cub, celebahq, coco, textcaps (got $DATASET)" >&2; exit 2 ;;
+esac
 
 if [[ "$NPROC" -gt 1 ]]; then
   LGVQ=(accelerate launch --multi_gpu --num_processes "$NPROC" -m lgvq)
@@ -51,11 +93,10 @@ else
   LGVQ=(lgvq)
 fi
 
-TOKENIZER_CONFIGS=(--config configs/tokenizer/vqgan_shapes.yaml)
-[[ "$TOKENIZER" == cvq* ]] && TOKENIZER_CONFIGS+=(--config configs/tokenizer/cvq_shapes.yaml)
-[[ "$TOKENIZER" == vqct* ]] && TOKENIZER_CONFIGS+=(--config configs/tokenizer/vqct_shapes.yaml) \
+[[ "$TOKENIZER" == cvq* ]] && TOKENIZER_CONFIGS+=(--config "$CVQ_CONFIG")
+[[ "$TOKENIZER" == vqct* ]] && TOKENIZER_CONFIGS+=(--config "$VQCT_CONFIG") \
   && TOKENIZER_EXTRA+=("model.vqct_vocab=$OUT/vocab")
-[[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config configs/lgvq/shapes.yaml)
+[[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config "$LG_CONFIG")
 
 mkdir -p "$OUT/.stages"
 stage() {  # stage NAME COMMAND...: run once, record its wall time
@@ -79,7 +120,7 @@ PY
 }
 
 if [[ "$TOKENIZER" == vqct* ]]; then
-  stage vocab lgvq build-vocab --source encoder_vocab --max-words 4096 --out "$OUT/vocab"
+  stage vocab lgvq build-vocab "${VOCAB_ARGS[@]}" --out "$OUT/vocab"
 fi
 stage tokenizer "${LGVQ[@]}" train-tokenizer "${TOKENIZER_CONFIGS[@]}" --resume latest \
   train.output_dir="$OUT/tokenizer" lgvq.text_cache_dir="$OUT/text_cache" "${TOKENIZER_EXTRA[@]}"
@@ -87,15 +128,19 @@ stage evaluate-tokenizer lgvq evaluate-tokenizer --model "$OUT/tokenizer/model" 
 if [[ "$TOKENIZER" == *_lg ]]; then
   stage evaluate-alignment lgvq evaluate-alignment --model "$OUT/tokenizer/model"
 fi
-stage encode lgvq encode --tokenizer "$OUT/tokenizer/model" --out "$OUT/codes" --text-max-length 24 \
+stage encode lgvq encode --tokenizer "$OUT/tokenizer/model" --out "$OUT/codes" "${ENCODE_ARGS[@]}" \
   --text-cache-dir "$OUT/text_cache"
-stage prior "${LGVQ[@]}" train-prior --config configs/prior/shapes_t2i.yaml --resume latest \
+stage prior "${LGVQ[@]}" train-prior --config "$PRIOR_CONFIG" --resume latest \
   store="$OUT/codes" train.output_dir="$OUT/prior" "${PRIOR_EXTRA[@]}"
 stage evaluate-prior lgvq evaluate-prior --prior "$OUT/prior" --num-prompts "$NUM_PROMPTS"
-stage captioner "${LGVQ[@]}" train-captioner --config configs/heads/shapes_captioner.yaml --resume latest \
-  store="$OUT/codes" train.output_dir="$OUT/captioner" "${HEAD_EXTRA[@]}"
-stage evaluate-captioner lgvq evaluate-head --model "$OUT/captioner" --limit "$NUM_PROMPTS"
-stage vqa "${LGVQ[@]}" train-vqa --config configs/heads/shapes_vqa.yaml --resume latest \
-  store="$OUT/codes" train.output_dir="$OUT/vqa" "${HEAD_EXTRA[@]}"
-stage evaluate-vqa lgvq evaluate-head --model "$OUT/vqa"
+if [[ -n "$CAPTIONER_CONFIG" ]]; then
+  stage captioner "${LGVQ[@]}" train-captioner --config "$CAPTIONER_CONFIG" --resume latest \
+    store="$OUT/codes" train.output_dir="$OUT/captioner" "${HEAD_EXTRA[@]}"
+  stage evaluate-captioner lgvq evaluate-head --model "$OUT/captioner" --limit "$NUM_PROMPTS"
+fi
+if [[ -n "$VQA_CONFIG" ]]; then
+  stage vqa "${LGVQ[@]}" train-vqa --config "$VQA_CONFIG" --resume latest \
+    store="$OUT/codes" train.output_dir="$OUT/vqa" "${HEAD_EXTRA[@]}"
+  stage evaluate-vqa lgvq evaluate-head --model "$OUT/vqa"
+fi
 lgvq report --run "$OUT"

@@ -18,16 +18,19 @@ TINY_PRIOR = ("model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.
 TINY_HEAD = "model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 train.num_threads=1"
 
 
-def run_script(out, prior_overrides=TINY_PRIOR, *args):
-    env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER, "PRIOR_OVERRIDES": prior_overrides,
-                        "HEAD_OVERRIDES": TINY_HEAD}
+def run_script(out, prior_overrides=TINY_PRIOR, *args, tokenizer_overrides=TINY_TOKENIZER, env=None):
+    env = os.environ | {"TOKENIZER_OVERRIDES": tokenizer_overrides, "PRIOR_OVERRIDES": prior_overrides,
+                        "HEAD_OVERRIDES": TINY_HEAD} | (env or {})
     return subprocess.run([str(SCRIPT), "--out", str(out), "--num-prompts", "8", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900, check=False)
 
 
 def test_unavailable_choices_are_refused_with_a_reason(tmp_path):
-    bad = run_script(tmp_path, TINY_PRIOR, "--dataset", "cub")
-    assert bad.returncode == 2 and "imagefolder" in bad.stderr
+    bad = run_script(tmp_path, TINY_PRIOR, "--dataset", "cub", env={"DATA_DIR": str(tmp_path / "nowhere")})
+    assert bad.returncode == 2 and "nowhere/train/metadata.jsonl does not exist" in bad.stderr
+    assert f"scripts/convert_dataset.py cub --cub CUB_200_2011 --captions cvpr2016_cub --out {tmp_path}" in bad.stderr
+    bad = run_script(tmp_path, TINY_PRIOR, "--dataset", "imagenet")
+    assert bad.returncode == 2 and "must be one of shapes, cub" in bad.stderr
     bad = run_script(tmp_path, TINY_PRIOR, "--tokenizer", "vqgan_xl")
     assert bad.returncode == 2 and "must be one of" in bad.stderr
 
@@ -53,6 +56,28 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert md.index("PSNR") < md.index("## Figures")  # numbers first
     for figure in ("losses", "code_usage", "samples"):
         assert (out / report["figures"][figure]).is_file()
+
+
+@pytest.mark.slow
+def test_paper_preset_runs_on_converted_data(tmp_path):
+    """--dataset cub with the papers' configs (shrunk to toy size) on a folder laid out like the
+    converter's output: stage one, the code store, the real-data prior and the CUB captioner."""
+    from lgvq.cli import main
+
+    data = tmp_path / "cub"
+    assert main(["data", "export-shapes", "--out", str(data), "--num", "24", "--num-val", "8",
+                 "--image-size", "32"]) == 0
+    tiny = (TINY_TOKENIZER.replace("data.num_train=48 data.num_val=12 ", "")
+            + " model.norm_groups=8 model.num_res_blocks=1 loss.perceptual_weight=0")
+    out = tmp_path / "pipe"
+    done = run_script(out, TINY_PRIOR, "--dataset", "cub", tokenizer_overrides=tiny, env={"DATA_DIR": str(data)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = (out / "tokenizer" / "config.yaml").read_text()
+    assert "ch_mult:\n  - 1\n  - 2" in config and "attn_resolutions:\n  - 16" in config  # paper config, toy sizes
+    assert f"path: {data}" in config
+    report = json.loads((out / "report.json").read_text())
+    assert report["prior"]["validation"]["nll"] > 0 and "faithfulness" not in report["prior"]  # no shapes scorer
+    assert "CIDEr-D" in report["captioning"] and report["vqa"] is None
 
 
 def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
