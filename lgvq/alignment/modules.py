@@ -114,4 +114,17 @@ class MaskedTextPredictor(nn.Module):
 
     def logits(self, hidden: torch.Tensor, token_embeddings: torch.Tensor) -> torch.Tensor:
         """hidden (M, D) at masked positions, token_embeddings (V, D) frozen -> (M, V)."""
-        return self.head(hidden) @ token_embeddings.detach().t() + self.bias
+        return self.head(hidden) @ self._frozen_in_autocast_dtype(token_embeddings.detach()).t() + self.bias
+
+    def _frozen_in_autocast_dtype(self, weight: torch.Tensor) -> torch.Tensor:
+        """Under autocast, the frozen (V, D) matrix cast once and kept: autocast would cast all
+        30k rows again every step (it caches casts only of tensors that require grad)."""
+        device = weight.device.type
+        if not torch.is_autocast_enabled(device):
+            return weight
+        dtype = torch.get_autocast_dtype(device)
+        key = (weight.data_ptr(), weight._version, weight.shape, dtype, weight.device)
+        cached = getattr(self, "_frozen_cast", None)
+        if cached is None or cached[0] != key:
+            self._frozen_cast = cached = (key, weight.to(dtype))
+        return cached[1]
