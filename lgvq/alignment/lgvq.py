@@ -73,6 +73,19 @@ class LGVQConfig:
     precompute_text: bool = True  # encode all training captions once before the first step
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 matmuls natively (CUDA with bf16 support; CPUs with
+    AVX512-BF16 or AMX, which oneDNN reports)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a private oneDNN query; absent in some builds
+            return False
+    return False
+
+
 def sample_mask_ratio(cfg: LGVQConfig) -> float:
     r = torch.empty(1)
     torch.nn.init.trunc_normal_(r, cfg.mask_ratio_mean, cfg.mask_ratio_std, cfg.mask_ratio_min,
@@ -170,9 +183,7 @@ class LGVQAlignment(nn.Module):
         """lgvq.precision: bf16 autocast for the alignment modules where the device runs bf16 natively."""
         if self.cfg.precision == "fp32":
             return False
-        native = (torch.cuda.is_available() and torch.cuda.is_bf16_supported() if device.type == "cuda"
-                  else device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        return native or self.cfg.precision == "bf16"
+        return self.cfg.precision == "bf16" or native_bf16(device)
 
     def losses(self, quantized, text, token_embeddings, maskable, encode_ids) -> dict[str, torch.Tensor]:
         cfg = self.cfg
