@@ -163,8 +163,9 @@ class LGVQAlignment(nn.Module):
     def relation_codes(self, quantized: torch.Tensor, z_vt: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
         """For each word (B, L, D) the projected code vector at its nearest visual token, (B, L, D)."""
         idx = nearest_visual_tokens(words, z_vt[:, 1:])
-        codes = self.code_proj(rearrange(quantized, "b c h w -> b (h w) c"))
-        return torch.gather(codes, 1, idx[..., None].expand(-1, -1, codes.shape[-1]))
+        codes = rearrange(quantized, "b c h w -> b (h w) c")
+        picked = torch.gather(codes, 1, idx[..., None].expand(-1, -1, codes.shape[-1]))  # (B, L, C)
+        return self.code_proj(picked)  # per-token projection: pick first, project L codes, not all N
 
     # -- training --------------------------------------------------------------------------------
     def forward(self, quantized: torch.Tensor, text: TextFeatures, token_embeddings: torch.Tensor,
