@@ -186,7 +186,10 @@ class LGVQAlignment(nn.Module):
             return False
         return self.cfg.precision == "bf16" or native_bf16(device)
 
-    def losses(self, quantized, text, token_embeddings, maskable, encode_ids) -> dict[str, torch.Tensor]:
+    def losses(self, quantized: torch.Tensor, text: TextFeatures, token_embeddings: torch.Tensor,
+               maskable: torch.Tensor, encode_ids=None) -> dict[str, torch.Tensor]:
+        """`forward`'s work, inside its autocast region: the modules may run in bf16, the loss
+        functions always compute in fp32 (`in_fp32`)."""
         cfg = self.cfg
         hidden = self.visual.hidden(quantized)  # (B, 1 + N, width)
         z_vt = self.visual.proj(hidden)
