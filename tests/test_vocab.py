@@ -71,6 +71,13 @@ def test_encoder_vocabulary_with_caption_and_neighbour_edges():
     assert "red" not in embed_calls[0]  # adjectives with caption edges need no neighbours
 
 
+def test_encoder_vocabulary_keeps_the_caption_words_and_the_preferred_order():
+    words = ["happy", "old", "new", "dog", "house", "tree", "car", "red", "circle"]  # caption words last
+    vocab = mine_encoder_vocab(words, ["a red circle"], max_words=4)
+    assert "red" in vocab.adjectives and "circle" in vocab.nouns
+    assert len(vocab) == 4 and "car" not in vocab.nouns  # the rest filled in the given order
+
+
 def test_save_load_and_prompts(tmp_path):
     vocab = mine_captions(CAPTIONS, min_count=1)
     vocab.save(tmp_path)

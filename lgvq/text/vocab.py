@@ -138,10 +138,17 @@ def mine_encoder_vocab(words: list[str], captions: list[str], max_words: int = 4
     """Adjectives and nouns among a text encoder's whole-word vocabulary, chosen by the lexicon (up
     to `max_words`, adjectives and nouns in proportion to their share), with edges from adjacent
     pairs in the captions where any, and otherwise each adjective's `knn` nearest nouns by `embed`
-    (a function: list of words -> (N, D) features), weight = cosine."""
-    adjectives, nouns = [], []
+    (a function: list of words -> (N, D) features), weight = cosine.
+
+    `words` come in order of preference (a WordPiece vocabulary in id order is roughly by
+    frequency); the captions' own adjectives and nouns come first, so the data's words are always
+    in the codebook however small `max_words` is."""
+    caption_vocab = mine_captions(captions, min_count=1) if captions else None
+    adjectives = list(caption_vocab.adjectives) if caption_vocab else []
+    nouns = list(caption_vocab.nouns) if caption_vocab else []
+    seen = set(adjectives) | set(nouns)
     for w in words:
-        if not WORD.fullmatch(w) or len(w) < 3 or w in FUNCTION_WORDS:
+        if w in seen or not WORD.fullmatch(w) or len(w) < 3 or w in FUNCTION_WORDS:
             continue
         x = _lexicon(w)
         if "ADJ" in x and w in x["ADJ"]:
@@ -149,9 +156,9 @@ def mine_encoder_vocab(words: list[str], captions: list[str], max_words: int = 4
         elif "NOUN" in x and w in x["NOUN"]:
             nouns.append(w)
     share = len(adjectives) / max(len(adjectives) + len(nouns), 1)
-    n_adj = min(len(adjectives), round(max_words * share))
+    n_adj = min(len(adjectives), max(round(max_words * share), 1))
     adjectives, nouns = sorted(adjectives[:n_adj]), sorted(nouns[:max_words - n_adj])
-    from_captions = mine_captions(captions, min_count=1).edges if captions else {}
+    from_captions = caption_vocab.edges if caption_vocab else {}
     ka, kn = set(adjectives), set(nouns)
     edges = {e: float(c) for e, c in from_captions.items() if e[0] in ka and e[1] in kn}
     linked = {a for a, _ in edges}
@@ -193,7 +200,8 @@ def build_vocab(captions: list[str], out: str | Path, source: str = "captions", 
     if source == "captions":
         vocab = mine_captions(captions, min_count, tagger)
     elif source == "encoder_vocab":
-        words = sorted(encoder.tokenizer.get_vocab())
+        token_ids = encoder.tokenizer.get_vocab()
+        words = sorted(token_ids, key=token_ids.get)  # WordPiece ids run roughly by frequency
         vocab = mine_encoder_vocab(words, captions, max_words, embed=lambda ws: embed([f"a photo of {w}" for w in ws]))
     else:
         raise ValueError(f"source must be 'captions' or 'encoder_vocab', not {source!r}")
