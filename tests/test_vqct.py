@@ -69,12 +69,24 @@ def test_ids_layout_and_top_k_mean():
     assert torch.allclose(out.quantized.permute(0, 2, 3, 1).reshape(-1, 2 * D)[:, :D], expected_adj)
 
 
-def test_decode_from_ids_is_exact():
-    vq = quantizer(top_k=2).eval()
+@pytest.mark.parametrize("l2_norm", [False, True])
+def test_decode_from_ids_is_exact(l2_norm):
+    vq = quantizer(top_k=2, l2_norm=l2_norm).eval()
     z = torch.randn(3, 2 * D, 4, 4)
     with torch.no_grad():
         out = vq(z)
         assert torch.equal(vq.embed(out.ids), out.quantized)
+
+
+def test_l2_norm_looks_up_by_cosine():
+    vq = quantizer(top_k=2, l2_norm=True).eval()
+    z = torch.randn(2, 2 * D, 3, 3)
+    with torch.no_grad():
+        out, codes = vq(z), torch.nn.functional.normalize(vq.transfer(), dim=-1)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 2 * D)
+    cosine_noun = torch.nn.functional.normalize(flat[:, D:], dim=-1) @ codes[N_ADJ:].t()
+    assert torch.equal(out.ids.reshape(-1, 3)[:, 2], cosine_noun.argmax(1) + N_ADJ)
+    assert torch.allclose(out.quantized.permute(0, 2, 3, 1).reshape(-1, 2 * D)[:, D:].norm(dim=-1), torch.ones(18))
 
 
 def test_vq_loss_gradient_reaches_the_graph_network():

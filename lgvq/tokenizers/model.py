@@ -53,7 +53,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         self.encoder = build_encoder(in_channels, z_channels, **arch)
         if vqct:  # VQCT: adjective and noun halves, codes transferred from word vectors
             quant_channels = 2 * embed_dim
-            self.quantizer = build_vqct_quantizer(vqct, embed_dim, beta, legacy_beta, usage_window)
+            self.quantizer = build_vqct_quantizer(vqct, embed_dim, beta, legacy_beta, usage_window, l2_norm)
         else:
             quant_channels = embed_dim
             self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,

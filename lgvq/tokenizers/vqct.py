@@ -113,11 +113,15 @@ class VQCTOutput:
 
 
 class VQCTQuantizer(nn.Module):
+    """`l2_norm` (not in VQCT; off in the paper presets): look up, average and decode l2-normalised
+    codes and encoder halves, as the shapes presets' VQ-GAN does (cosine lookup keeps more codes
+    in use); the layout and exact decoding are unchanged."""
+
     def __init__(self, transfer: CodebookTransfer, num_adjectives: int, code_dim: int, top_k: int = 2,
-                 beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100):
+                 beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100, l2_norm: bool = False):
         super().__init__()
         self.transfer, self.num_adjectives, self.code_dim = transfer, num_adjectives, code_dim
-        self.top_k, self.beta, self.legacy_beta = top_k, beta, legacy_beta
+        self.top_k, self.beta, self.legacy_beta, self.l2_norm = top_k, beta, legacy_beta, l2_norm
         self.num_codes = transfer.word_vectors.shape[0]
         if not 0 < num_adjectives < self.num_codes or top_k > num_adjectives:
             raise ValueError(f"need adjectives and nouns ({num_adjectives} of {self.num_codes} codes are "
@@ -129,6 +133,18 @@ class VQCTQuantizer(nn.Module):
     def tokens_per_position(self) -> int:
         return self.top_k + 1
 
+    def codebook(self) -> torch.Tensor:
+        """(N, D) the codes as looked up: the transfer network's output (l2-normalised if set)."""
+        codes = self.transfer()
+        return F.normalize(codes, dim=-1) if self.l2_norm else codes
+
+    def halves(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(M, 2D) encoder features -> adjective and noun halves (M, D) each, as looked up."""
+        z_adj, z_noun = flat[:, : self.code_dim], flat[:, self.code_dim:]
+        if self.l2_norm:
+            z_adj, z_noun = F.normalize(z_adj, dim=-1), F.normalize(z_noun, dim=-1)
+        return z_adj, z_noun
+
     def split(self, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return codebook[: self.num_adjectives], codebook[self.num_adjectives:]
 
@@ -136,7 +152,7 @@ class VQCTQuantizer(nn.Module):
     def nearest(self, z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
         """z (M, 2D) -> ids (M, k + 1): the k nearest adjective codes, nearest first, then the noun."""
         adj_codes, noun_codes = self.split(codebook)
-        z_adj, z_noun = z[:, : self.code_dim], z[:, self.code_dim:]
+        z_adj, z_noun = self.halves(z)
         adj_ids = torch.cdist(z_adj, adj_codes).topk(self.top_k, dim=1, largest=False).indices  # nearest first
         noun_ids = torch.cdist(z_noun, noun_codes).argmin(1, keepdim=True)
         return torch.cat([adj_ids, noun_ids + self.num_adjectives], 1)
@@ -150,16 +166,16 @@ class VQCTQuantizer(nn.Module):
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, 2D, h, w) -> ids (B, h, w, k + 1), without training side effects."""
         b, _, h, w = z.shape
-        return self.nearest(rearrange(z, "b c h w -> (b h w) c"), self.transfer()).reshape(b, h, w, -1)
+        return self.nearest(rearrange(z, "b c h w -> (b h w) c"), self.codebook()).reshape(b, h, w, -1)
 
     def forward(self, z: torch.Tensor) -> VQCTOutput:
         b, _, h, w = z.shape
-        flat = rearrange(z, "b c h w -> (b h w) c")
-        codebook = self.transfer()
+        z_halves = self.halves(rearrange(z, "b c h w -> (b h w) c"))
+        flat = torch.cat(z_halves, 1)
+        codebook = self.codebook()
         ids = self.nearest(flat, codebook)
         adj, noun = self.gather(ids, codebook)  # gradients reach the transfer network through these
         code_loss = commit = flat.new_zeros(())
-        z_halves = (flat[:, : self.code_dim], flat[:, self.code_dim:])
         for z_p, q_p in zip(z_halves, (adj, noun)):
             code_loss = code_loss + F.mse_loss(q_p, z_p.detach())  # reaches the transfer network
             commit = commit + F.mse_loss(z_p, q_p.detach())
@@ -177,24 +193,24 @@ class VQCTQuantizer(nn.Module):
 
     def code_vectors(self) -> torch.Tensor:
         """(N, D) the transferred code of each id (downstream heads read these)."""
-        return self.transfer()
+        return self.codebook()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, h, w, k + 1) ids -> (B, 2D, h, w), exactly the eval-mode quantized features."""
         b, h, w, _ = ids.shape
-        adj, noun = self.gather(ids.reshape(-1, ids.shape[-1]), self.transfer())
+        adj, noun = self.gather(ids.reshape(-1, ids.shape[-1]), self.codebook())
         return rearrange(torch.cat([adj, noun], 1), "(b h w) c -> b c h w", b=b, h=h, w=w)
 
 
 def build_vqct_quantizer(spec: dict, code_dim: int, beta: float, legacy_beta: bool,
-                         usage_window: int) -> VQCTQuantizer:
+                         usage_window: int, l2_norm: bool = False) -> VQCTQuantizer:
     """A VQCT quantizer of the shapes in `spec` (a tokenizer's config); the word vectors and edges
     are buffers, filled from the vocabulary folder or from the saved weights."""
     n, width, n_edges = spec["num_words"], spec["word_width"], spec["num_edges"]
     transfer = CodebookTransfer(torch.zeros(n, width), torch.zeros(n_edges, 2, dtype=torch.long),
                                 torch.zeros(n_edges), code_dim, spec.get("transfer", "gcn"), spec.get("dropout", 0.5))
     return VQCTQuantizer(transfer, spec["num_adjectives"], code_dim, spec.get("top_k", 2), beta, legacy_beta,
-                         usage_window)
+                         usage_window, l2_norm)
 
 
 def load_vqct_vocab(folder: str | None) -> dict:
