@@ -222,6 +222,8 @@ COMPARE_METRICS = [
     ("PSNR", ("tokenizer", "psnr"), "{:.2f}"),
     ("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}"),
     ("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
+    ("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
+    ("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
     ("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
     ("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
     ("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),

@@ -2,12 +2,13 @@
 # The main job: both stages on one dataset, then evaluation and a report.
 #
 #   scripts/run_pipeline.sh [--dataset shapes] [--tokenizer vqgan_lg] [--out runs/pipeline] [--num-processes 1]
-#                           [--num-prompts 200]
+#                           [--num-prompts 200] [--stop-after tokenizer|prior|all]
 #
 # --dataset: shapes (built in, sized for 2 CPU cores) or a paper preset, cub | celebahq | coco |
 # textcaps (configs/replicate/: 256 px, f = 16, the papers' settings; a GPU job), read from
 # data/NAME or DATA_DIR after scripts/convert_dataset.py. --tokenizer: vqgan | vqgan_lg | vqct |
-# vqct_lg | cvq | cvq_lg.
+# vqct_lg | cvq | cvq_lg. --stop-after: end (with the report) once the tokenizer, or the prior,
+# is trained and evaluated.
 # Extra config overrides per stage (space-separated key=value) come from the environment:
 # TOKENIZER_OVERRIDES, PRIOR_OVERRIDES, HEAD_OVERRIDES (e.g. PRIOR_OVERRIDES="train.max_steps=500").
 # Stages: tokenizer -> evaluate tokenizer (+ alignment) -> encode the code store -> text-to-image
@@ -22,10 +23,11 @@ TOKENIZER=vqgan_lg
 OUT=runs/pipeline
 NPROC=1
 NUM_PROMPTS=200
+STOP_AFTER=all
 read -r -a TOKENIZER_EXTRA <<< "${TOKENIZER_OVERRIDES:-}"
 read -r -a PRIOR_EXTRA <<< "${PRIOR_OVERRIDES:-}"
 read -r -a HEAD_EXTRA <<< "${HEAD_OVERRIDES:-}"
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) DATASET="$2"; shift 2 ;;
@@ -33,11 +35,16 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --num-processes) NPROC="$2"; shift 2 ;;
     --num-prompts) NUM_PROMPTS="$2"; shift 2 ;;
+    --stop-after) STOP_AFTER="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 
+case "$STOP_AFTER" in
+  tokenizer|prior|all) ;;
+  *) echo "error: --stop-after must be tokenizer, prior or all (got $STOP_AFTER)" >&2; exit 2 ;;
+esac
 case "$TOKENIZER" in
   vqgan|vqgan_lg|vqct|vqct_lg|cvq|cvq_lg) ;;
   *) echo "error: --tokenizer must be one of vqgan, vqgan_lg, vqct, vqct_lg, cvq, cvq_lg (got $TOKENIZER)" >&2; exit 2 ;;
@@ -49,7 +56,7 @@ case "$DATASET" in
     TOKENIZER_CONFIGS=(--config configs/tokenizer/vqgan_shapes.yaml)
     CVQ_CONFIG=configs/tokenizer/cvq_shapes.yaml
     VQCT_CONFIG=configs/tokenizer/vqct_shapes.yaml
-    VOCAB_ARGS=(--source encoder_vocab --max-words 4096)  # shapes captions hold a dozen words
+    VOCAB_ARGS=(--source encoder_vocab --max-words 128)  # shapes captions hold a dozen words
     LG_CONFIG=configs/lgvq/shapes.yaml
     ENCODE_ARGS=(--text-max-length 24)
     PRIOR_CONFIG=configs/prior/shapes_t2i.yaml
@@ -128,11 +135,13 @@ stage evaluate-tokenizer lgvq evaluate-tokenizer --model "$OUT/tokenizer/model" 
 if [[ "$TOKENIZER" == *_lg ]]; then
   stage evaluate-alignment lgvq evaluate-alignment --model "$OUT/tokenizer/model"
 fi
+if [[ "$STOP_AFTER" == tokenizer ]]; then lgvq report --run "$OUT"; exit 0; fi
 stage encode lgvq encode --tokenizer "$OUT/tokenizer/model" --out "$OUT/codes" "${ENCODE_ARGS[@]}" \
   --text-cache-dir "$OUT/text_cache"
 stage prior "${LGVQ[@]}" train-prior --config "$PRIOR_CONFIG" --resume latest \
   store="$OUT/codes" train.output_dir="$OUT/prior" "${PRIOR_EXTRA[@]}"
 stage evaluate-prior lgvq evaluate-prior --prior "$OUT/prior" --num-prompts "$NUM_PROMPTS"
+if [[ "$STOP_AFTER" == prior ]]; then lgvq report --run "$OUT"; exit 0; fi
 if [[ -n "$CAPTIONER_CONFIG" ]]; then
   stage captioner "${LGVQ[@]}" train-captioner --config "$CAPTIONER_CONFIG" --resume latest \
     store="$OUT/codes" train.output_dir="$OUT/captioner" "${HEAD_EXTRA[@]}"

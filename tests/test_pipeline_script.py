@@ -33,6 +33,8 @@ def test_unavailable_choices_are_refused_with_a_reason(tmp_path):
     assert bad.returncode == 2 and "must be one of shapes, cub" in bad.stderr
     bad = run_script(tmp_path, TINY_PRIOR, "--tokenizer", "vqgan_xl")
     assert bad.returncode == 2 and "must be one of" in bad.stderr
+    bad = run_script(tmp_path, TINY_PRIOR, "--stop-after", "heads")
+    assert bad.returncode == 2 and "--stop-after must be tokenizer, prior or all" in bad.stderr
 
 
 @pytest.mark.slow
@@ -116,3 +118,19 @@ def test_compare_script_runs_vqct_with_lgvq_end_to_end(tmp_path):
     report = json.loads((tmp_path / "vqct_lg" / "seed0" / "report.json").read_text())
     assert report["tokenizer"]["tokens_per_image"] == 4 * 4 * 3  # toy 32-px grid, 3 tokens per position
     assert "| vqct_lg | 1 |" in (tmp_path / "table.md").read_text()
+
+
+def test_compare_script_stops_after_the_tokenizer(tmp_path):
+    """--stop-after tokenizer: the codebook comparison alone (train, evaluate, report, table), no
+    code store or prior."""
+    env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER}
+    done = subprocess.run([str(REPO / "scripts" / "compare_tokenizers.sh"), "--root", str(tmp_path),
+                           "--tokenizers", "cvq", "--seeds", "0", "--stop-after", "tokenizer"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "cvq" / "seed0"
+    report = json.loads((run / "report.json").read_text())
+    assert report["tokenizer"]["codebook_size"] == 64 and report["prior"] is None
+    assert not (run / "codes").exists() and not (run / "prior").exists()
+    row = next(r for r in (tmp_path / "table.md").read_text().splitlines() if r.startswith("| cvq |"))
+    assert "| 64 | 16 |" in row  # codebook size, tokens per image (toy 32 px at f = 8)
