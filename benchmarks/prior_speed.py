@@ -6,6 +6,11 @@
 
     python benchmarks/prior_speed.py [--tokenizer-config configs/tokenizer/vqgan_shapes.yaml]
                                      [--prior-config configs/prior/shapes_t2i.yaml] [--device cpu]
+                                     [--parts cache,guidance,store] [TOKENIZER_KEY=VALUE ...]
+
+e.g. the third ratio with the papers' 256 px f = 16 tokenizer on shapes images:
+    python benchmarks/prior_speed.py --parts store --tokenizer-config configs/replicate/vqgan_f16.yaml \
+        data.source=shapes data.path=null
 
 Models are randomly initialised at the configs' sizes: speed does not depend on the weights.
 """
@@ -67,9 +72,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="images sampled at once")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--parts", default="cache,guidance,store", help="which ratios, comma-separated")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the tokenizer config")
     args = p.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts <= {"cache", "guidance", "store"}:
+        p.error(f"--parts takes cache, guidance and store, not {args.parts!r}")
     device = torch.device(args.device)
-    tcfg = load_config(TokenizerRunConfig, args.tokenizer_config)
+    tcfg = load_config(TokenizerRunConfig, args.tokenizer_config, args.overrides)
     pcfg = load_config(PriorRunConfig, args.prior_config)
     tok = VQTokenizer.from_model_config(tcfg.model, tcfg.data.image_size).to(device)
     h, w = tok.token_shape
@@ -78,26 +88,37 @@ def main() -> None:
     rows = []
 
     # 1. KV cache
-    for n in dict.fromkeys([64, h * w, 256]):
+    for n in dict.fromkeys([64, h * w, 256]) if "cache" in parts else ():
         prior = text_prior(pcfg, n, vocab, device)
         run = lambda cache: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, use_cache=cache)  # noqa
         cached, full = side_by_side(run(True), run(False), args.repeats, device)
         rows.append((f"KV cache over recomputation, {n} tokens", full / cached, "(target >= 5x at 256)"))
 
     # 2. guidance batching
-    prior = text_prior(pcfg, h * w, vocab, device)
-    run = lambda batch: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, guidance_batch=batch)
-    one, two = side_by_side(run(True), run(False), args.repeats, device)
-    rows.append(("guidance: doubled batch over two passes", two / one, "(target >= 1.3x)"))
+    if "guidance" in parts:
+        prior = text_prior(pcfg, h * w, vocab, device)
+        run = lambda batch: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, guidance_batch=batch)
+        one, two = side_by_side(run(True), run(False), args.repeats, device)
+        rows.append(("guidance: doubled batch over two passes", two / one, "(target >= 1.3x)"))
+    if "store" in parts:
+        rows.append(store_ratio(tok, tcfg, pcfg, args.repeats, device))
 
-    # 3. training from the store vs encoding in the step
+    print(f"device {device}, {torch.get_num_threads()} threads, prior dim {pcfg.model.dim} x {pcfg.model.depth}, "
+          f"{tcfg.data.image_size} px images, {h * w} positions x {tok.tokens_per_position} tokens, "
+          f"batch {args.batch} (sampling) / {pcfg.train.batch_size} (training)")
+    for name, ratio, target in rows:
+        print(f"{name:<55} {ratio:6.2f}x  {target}")
+
+
+def store_ratio(tok: VQTokenizer, tcfg: TokenizerRunConfig, pcfg: PriorRunConfig, repeats: int, device):
+    """3. a prior training step reading stored tokens vs one that encodes its images first."""
     tcfg.data.num_train = pcfg.train.batch_size
     data = build_dataset(tcfg.data, "train")
     images = torch.stack([data[i]["image"] for i in range(pcfg.train.batch_size)]).to(device)
     tok.eval()
     with torch.no_grad():
         stored = tok.encode(images).reshape(images.shape[0], -1)
-    prior = text_prior(pcfg, h * w, vocab, device).train()
+    prior = text_prior(pcfg, stored.shape[1], tok.vocab_size, device).train()
     opt = build_adam(prior.parameters(), lr=1e-4)
     bcond = text_condition(images.shape[0], device)
 
@@ -113,14 +134,8 @@ def main() -> None:
         with torch.no_grad():
             return tok.encode(images).reshape(images.shape[0], -1)
 
-    from_store, encoding = side_by_side(step(lambda: stored), step(encode_in_step), args.repeats * 3, device)
-    rows.append(("training step: code store over encoding in the step", encoding / from_store,
-                 "(target >= 3x)"))
-
-    print(f"device {device}, {torch.get_num_threads()} threads, prior dim {pcfg.model.dim} x {pcfg.model.depth}, "
-          f"{h * w} tokens per image, batch {args.batch} (sampling) / {pcfg.train.batch_size} (training)")
-    for name, ratio, target in rows:
-        print(f"{name:<55} {ratio:6.2f}x  {target}")
+    from_store, encoding = side_by_side(step(lambda: stored), step(encode_in_step), repeats * 3, device)
+    return "training step: code store over encoding in the step", encoding / from_store, "(target >= 3x)"
 
 
 if __name__ == "__main__":
