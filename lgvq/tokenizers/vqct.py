@@ -113,9 +113,9 @@ class VQCTOutput:
 
 
 class VQCTQuantizer(nn.Module):
-    """`l2_norm` (not in VQCT; off in the paper presets): look up, average and decode l2-normalised
-    codes and encoder halves, as the shapes presets' VQ-GAN does (cosine lookup keeps more codes
-    in use); the layout and exact decoding are unchanged."""
+    """`l2_norm` (not in VQCT; off in every preset): look up, average and decode l2-normalised
+    codes and encoder halves, as the shapes VQ-GAN preset does; the layout and exact decoding are
+    unchanged. On shapes it kept fewer codes in use than VQCT's Euclidean lookup (README)."""
 
     def __init__(self, transfer: CodebookTransfer, num_adjectives: int, code_dim: int, top_k: int = 2,
                  beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100, l2_norm: bool = False):
