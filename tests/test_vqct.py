@@ -130,6 +130,11 @@ def test_vqct_tokenizer_trains_saves_reloads_and_encodes_identically(tmp_path):
             q = tok.quantizer(tok.encode_features(images)).quantized
             assert torch.equal(tok.quantizer.embed(ids), q)
             assert torch.equal(tok.decode(ids), tok(images).reconstruction)
+    # the lookup is part of the saved VQCT spec; one saved without that key keeps Euclidean lookup
+    assert VQTokenizer.from_pretrained(tmp_path / "vqct" / "model").quantizer.l2_norm == cfg["model"]["l2_norm"]
+    config = {k: v for k, v in tok.config.items() if not k.startswith("_")} | {"alignment": None, "l2_norm": True}
+    config["vqct"] = {k: v for k, v in config["vqct"].items() if k != "l2_norm"}
+    assert VQTokenizer(**config).quantizer.l2_norm is False
     # stage two over VQCT's three tokens per position: the store, a prior and a decoded sample
     from lgvq.pipelines import load_pipeline
     from tests.conftest import tiny_prior_config

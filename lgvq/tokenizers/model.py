@@ -53,7 +53,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         self.encoder = build_encoder(in_channels, z_channels, **arch)
         if vqct:  # VQCT: adjective and noun halves, codes transferred from word vectors
             quant_channels = 2 * embed_dim
-            self.quantizer = build_vqct_quantizer(vqct, embed_dim, beta, legacy_beta, usage_window, l2_norm)
+            self.quantizer = build_vqct_quantizer(vqct, embed_dim, beta, legacy_beta, usage_window)
         else:
             quant_channels = embed_dim
             self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,
@@ -78,7 +78,11 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         words = load_vqct_vocab(vocab_dir)
         spec = {"num_adjectives": words["num_adjectives"], "num_words": words["vectors"].shape[0],
                 "word_width": words["vectors"].shape[1], "num_edges": words["edges"].shape[0], "top_k": top_k,
-                "transfer": transfer, "dropout": dropout}
+                "transfer": transfer, "dropout": dropout,
+                # in the VQCT spec, not read from model.l2_norm at load: tokenizers saved before
+                # VQCT honoured l2_norm carry l2_norm=true from the shapes preset and must keep
+                # their Euclidean lookup
+                "l2_norm": kwargs["l2_norm"]}
         model = cls(resolution=resolution, alignment=alignment, vqct=spec, **kwargs)
         t = model.quantizer.transfer
         t.word_vectors.copy_(words["vectors"])

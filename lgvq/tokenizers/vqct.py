@@ -203,14 +203,14 @@ class VQCTQuantizer(nn.Module):
 
 
 def build_vqct_quantizer(spec: dict, code_dim: int, beta: float, legacy_beta: bool,
-                         usage_window: int, l2_norm: bool = False) -> VQCTQuantizer:
+                         usage_window: int) -> VQCTQuantizer:
     """A VQCT quantizer of the shapes in `spec` (a tokenizer's config); the word vectors and edges
     are buffers, filled from the vocabulary folder or from the saved weights."""
     n, width, n_edges = spec["num_words"], spec["word_width"], spec["num_edges"]
     transfer = CodebookTransfer(torch.zeros(n, width), torch.zeros(n_edges, 2, dtype=torch.long),
                                 torch.zeros(n_edges), code_dim, spec.get("transfer", "gcn"), spec.get("dropout", 0.5))
     return VQCTQuantizer(transfer, spec["num_adjectives"], code_dim, spec.get("top_k", 2), beta, legacy_beta,
-                         usage_window, l2_norm)
+                         usage_window, spec.get("l2_norm", False))
 
 
 def load_vqct_vocab(folder: str | None) -> dict:
