@@ -77,6 +77,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     num_threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    compile: bool = False  # torch.compile the trained modules' forward (pays off on GPUs; see README)
 
 
 def _schema_keys(schema: type) -> dict[str, Any]:

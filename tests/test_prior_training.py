@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from lgvq.cli import main
 from lgvq.config import load_config
@@ -62,6 +63,26 @@ def test_prior_learns_the_store(tiny_store, tmp_path):
 
     nll = validation_nll(prior, CodeStore(tiny_store / "train"))
     assert nll["nll"] < 0.8 * np.log(64)
+
+
+def test_compiled_run_checkpoints_plain_names_and_resumes_uncompiled(tiny_store, tmp_path, monkeypatch):
+    """train.compile runs the step through torch.compile (here with its eager backend, which traces
+    the graph but generates no code, to stay fast); the checkpoints keep the plain parameter names,
+    so the run resumes without compile."""
+    compiled, real_compile = [], torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m: compiled.append(m) or real_compile(m, backend="eager"))
+    run = tmp_path / "prior"
+    config = tiny_prior_config(tmp_path, tiny_store, "class")
+    cfg = load_config(PriorRunConfig, config, ["train.compile=true", "train.max_steps=4", "train.checkpoint_every=4"])
+    Trainer(PriorTask(cfg, run), cfg.train, run).fit()
+    assert [type(m).__name__ for m in compiled] == ["PriorTransformer"]
+    with safe_open(run / "checkpoints" / "step-0000004" / "model.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert "start" in names and not any("_orig_mod" in n for n in names)
+    cfg = load_config(PriorRunConfig, config, ["train.max_steps=6", "train.checkpoint_every=6"])
+    trainer = Trainer(PriorTask(cfg, run), cfg.train, run, resume="latest")
+    trainer.fit()
+    assert trainer.step == 6 and len(compiled) == 1
 
 
 def test_fine_tuning_keeps_old_class_rows(tiny_store, tmp_path):

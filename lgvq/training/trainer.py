@@ -152,9 +152,13 @@ class Trainer:
         prepared = acc.prepare(*[modules[n] for n in names], *optimizers, *schedulers)
         if not isinstance(prepared, (list, tuple)):
             prepared = [prepared]
-        self.modules = dict(zip(names, prepared[:len(names)]))
+        self.modules = self.prepared_modules = dict(zip(names, prepared[:len(names)]))
         self.optimizers = list(prepared[len(names):len(names) + len(optimizers)])
         self.schedulers = list(prepared[len(names) + len(optimizers):])
+        if cfg.compile:
+            # compiled after prepare(): accelerate keeps the plain modules, so checkpoints keep their
+            # parameter names and a run resumes with or without compile
+            self.modules = {n: torch.compile(m) for n, m in self.modules.items()}
         self.opt_params = [[p for g in o.param_groups for p in g["params"]] for o in self.optimizers]
         main = acc.unwrap_model(self.modules[self.task.main_module])
         self.ema = build_ema(main, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -265,7 +269,7 @@ class Trainer:
                     sync = micro == cfg.grad_accum - 1
                     with contextlib.ExitStack() as stack:
                         if not sync and acc.num_processes > 1:
-                            for m in self.modules.values():
+                            for m in self.prepared_modules.values():
                                 stack.enter_context(acc.no_sync(m))
                         with acc.autocast():
                             logs = self.task.training_step(batch, self.step, ctx)
