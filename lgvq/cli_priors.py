@@ -28,7 +28,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from lgvq.cli import data_config_for
-    from lgvq.data.code_store import StoreRequest, encode_split
+    from lgvq.data.code_store import StoreRequest, encode_split, keep_tokenizer_copy
     from lgvq.data.datasets import build_dataset
     from lgvq.data.shapes import NUM_CLASSES, class_name
     from lgvq.tokenizers.model import VQTokenizer
@@ -45,6 +45,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         text_encoder = spec.get("config", {}).get("text_encoder", "minilm")
     text_encoder = None if text_encoder == "none" else text_encoder
     shapes = data_cfg.source == "shapes"
+    keep_tokenizer_copy(args.out, model_dir)
     for split in args.splits.split(","):
         dataset = build_dataset(data_cfg, split)
         request = StoreRequest(str(model_dir.resolve()), dict(tokenizer.config), asdict(data_cfg), split,

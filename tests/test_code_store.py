@@ -95,3 +95,23 @@ def test_store_of_another_tokenizer_is_refused(tiny_tokenizer_dir, tmp_path):
 def test_not_a_store_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="lgvq encode"):
         CodeStore(tmp_path)
+
+
+def test_moved_store_brings_its_own_tokenizer(tiny_store, tiny_tokenizer_dir, tmp_path):
+    """A store copied to another machine (where the tokenizer's original folder does not exist)
+    still gives a prior or head run its tokenizer; without STORE/tokenizer the error says where
+    to put one."""
+    import json
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_store, moved)
+    for split in ("train", "validation"):
+        manifest = moved / split / "store.json"
+        manifest.write_text(json.dumps(json.loads(manifest.read_text()) | {"tokenizer": str(tmp_path / "gone")}))
+    copied = CodeStore(moved / "train").copy_tokenizer_to(tmp_path / "run")
+    a, b = VQTokenizer.from_pretrained(copied), VQTokenizer.from_pretrained(tiny_tokenizer_dir)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    shutil.rmtree(moved / "tokenizer")
+    with pytest.raises(StoreError, match="put the tokenizer's model folder at .*moved/tokenizer"):
+        CodeStore(moved / "validation").copy_tokenizer_to(tmp_path / "run2")

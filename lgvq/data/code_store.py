@@ -1,7 +1,9 @@
 """The code store: every image's token ids, labels, captions and frozen caption features, written
 once by `lgvq encode` so that priors and heads train without running the image encoder.
 
-Layout of one split (STORE/train, STORE/validation), all arrays memory-mapped numpy files:
+STORE/tokenizer is a copy of the stage-one model the codes came from, so that a store can move
+to another machine. Layout of one split (STORE/train, STORE/validation), all arrays memory-mapped
+numpy files:
 
     store.json       manifest: tokenizer, token layout, data config, text encoder, counts
     progress.json    how far encoding got (a rerun continues from there)
@@ -189,6 +191,26 @@ def _write_captions_and_features(out: Path, request: StoreRequest, manifest: dic
                         "pooling": request.text_pooling, "width": encoder.width, "length": int(lengths.max())}
 
 
+def copy_folder(source: Path, target: Path) -> None:
+    """Copy a model folder atomically: into a temporary folder, then renamed into place."""
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    tmp.replace(target)
+
+
+def keep_tokenizer_copy(store_root: str | Path, tokenizer_dir: str | Path) -> Path:
+    """STORE/tokenizer: a copy of the stage-one model beside its codes, so that a store moved to
+    another machine still trains priors and heads. Kept if already there."""
+    target = Path(store_root) / "tokenizer"
+    if not (target / "config.json").is_file():
+        copy_folder(Path(tokenizer_dir), target)
+    return target
+
+
 def store_batches(num_items: int, batch_size: int, seed: int, rank: int, world_size: int, start_batch: int):
     """Training order over a store: (positions, rng) per batch, forever, from batch `start_batch`.
     The rng (for per-image choices such as which caption or question) is a function of
@@ -231,19 +253,17 @@ class CodeStore:
 
     def copy_tokenizer_to(self, run_dir: str | Path) -> Path:
         """RUN/tokenizer: a copy of the stage-one model the codes came from, so a prior or head run
-        can decode / read images on its own. Kept if already there; written atomically."""
-        import shutil
-
-        source, target = Path(self.manifest["tokenizer"]), Path(run_dir) / "tokenizer"
+        can decode / read images on its own. Taken from the store's own copy (STORE/tokenizer,
+        which travels with the store), else from where it was encoded. Kept if already there."""
+        target = Path(run_dir) / "tokenizer"
         if target.is_dir():
             return target
-        if not (source / "config.json").is_file():
-            raise StoreError(f"the store's tokenizer {source} is gone; the run needs it beside its model")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / ".tmp-tokenizer"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(source, tmp)
-        tmp.replace(target)
+        candidates = (self.path.parent / "tokenizer", Path(self.manifest["tokenizer"]))
+        source = next((c for c in candidates if (c / "config.json").is_file()), None)
+        if source is None:
+            raise StoreError(f"the store's tokenizer is gone: neither {candidates[0]} nor {candidates[1]} holds it; "
+                             f"put the tokenizer's model folder at {candidates[0]}")
+        copy_folder(source, target)
         return target
 
     @property
