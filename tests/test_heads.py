@@ -41,6 +41,35 @@ def vqa_run(tiny_store, tmp_path_factory):
     return tmp / "vqa"
 
 
+@pytest.mark.parametrize("per_position", [1, 3])  # VQCT: 3 tokens per grid cell
+def test_conv_code_reader_sees_only_the_neighbourhood(per_position):
+    """One convolution layer over the token grid: changing the code at one cell changes the
+    features of that cell and its 8 neighbours only, every token of a cell alike."""
+    from lgvq.downstream.code_reader import CodeReader
+
+    torch.manual_seed(0)
+    h, w = 6, 5
+    reader = CodeReader(torch.randn(50, 8), h * w * per_position, 16, conv_layers=1, token_shape=(h, w)).eval()
+    ids = torch.randint(0, 50, (1, h * w * per_position))
+    changed = ids.clone()
+    cell = 2 * w + 3  # row 2, column 3
+    changed[0, cell * per_position] = (ids[0, cell * per_position] + 1) % 50
+    with torch.no_grad():
+        diff = (reader(ids) - reader(changed)).abs().sum(-1)[0].reshape(h, w, per_position) > 1e-6
+    expected = torch.zeros(h, w, per_position, dtype=torch.bool)
+    expected[1:4, 2:5] = True
+    assert torch.equal(diff, expected)
+    with pytest.raises(ValueError, match="token grid"):
+        CodeReader(torch.randn(50, 8), 31, 16, conv_layers=1, token_shape=(h, w))
+
+
+def test_vqa_head_with_conv_reader_trains_and_reloads(tiny_store, tmp_path):
+    cfg = tiny_head_config(tmp_path, tiny_store, "vqa_conv")
+    assert main(["train-vqa", "--config", str(cfg), "model.code_conv_layers=2"]) == 0
+    head = VQAHead.from_pretrained(tmp_path / "vqa_conv" / "model")
+    assert head.config.code_conv_layers == 2 and len(head.codes.conv) == 2
+
+
 def test_caption_head_learns_the_store(tiny_store, tmp_path):
     cfg = tiny_head_config(tmp_path, tiny_store, "cap_long")
     assert main(["train-captioner", "--config", str(cfg), "train.max_steps=80", "train.checkpoint_every=100",

@@ -33,12 +33,13 @@ class CaptionHead(LgvqModelMixin, ConfigMixin):
     def __init__(self, code_vocab_size: int = 1024, code_dim: int = 64, token_count: int = 256,
                  tokenizer_name: str = "minilm", token_ids: list | None = None, variant: str = "cross_attention",
                  dim: int = 192, depth: int = 3, heads: int = 4, code_encoder_depth: int = 1, max_length: int = 32,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, code_conv_layers: int = 0, token_shape: tuple | None = None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
         self.vocab = TextVocab(tokenizer_name, list(token_ids or []))
-        self.codes = CodeReader(torch.zeros(code_vocab_size, code_dim), token_count, dim, code_encoder_depth, heads)
+        self.codes = CodeReader(torch.zeros(code_vocab_size, code_dim), token_count, dim, code_encoder_depth, heads,
+                                code_conv_layers, token_shape)
         cross = variant == "cross_attention"
         self.decoder = TransformerWrapper(
             num_tokens=len(self.vocab), max_seq_len=max_length + (0 if cross else token_count),

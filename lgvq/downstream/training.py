@@ -33,6 +33,7 @@ class HeadModelConfig:
     depth: int = 3
     heads: int = 4
     code_encoder_depth: int = 1  # a small transformer over the code vectors first (0 = none)
+    code_conv_layers: int = 0  # residual 3 x 3 convolutions over the token grid before that (0 = none)
     dropout: float = 0.1
     variant: str = "cross_attention"  # captioning: cross_attention | prefix (ClipCap-style)
     max_length: int = 32  # caption / question tokens
@@ -78,7 +79,8 @@ class HeadTask(TrainingTask):
         m = self.cfg.model
         return {"code_vocab_size": self.store.manifest["vocab_size"], "token_count": self.store.manifest["seq_len"],
                 "tokenizer_name": self.cfg.text_tokenizer, "dim": m.dim, "depth": m.depth, "heads": m.heads,
-                "code_encoder_depth": m.code_encoder_depth, "dropout": m.dropout}
+                "code_encoder_depth": m.code_encoder_depth, "dropout": m.dropout,
+                "code_conv_layers": m.code_conv_layers, "token_shape": list(self.store.manifest["token_shape"])}
 
     def code_vectors(self) -> torch.Tensor:
         """(V, D) the tokenizer's code vectors, which the head reads (frozen)."""
@@ -98,9 +100,10 @@ class HeadTask(TrainingTask):
         return {"head": head}
 
     def check_compatible(self, old: nn.Module) -> None:
-        for key in ("code_vocab_size", "token_count", "tokenizer_name", "dim", "depth", "heads", "code_encoder_depth"):
-            if old.config[key] != self.common_kwargs()[key]:
-                raise ConfigError(f"cannot fine-tune from {self.cfg.init_from}: its {key} is {old.config[key]!r}, "
+        for key in ("code_vocab_size", "token_count", "tokenizer_name", "dim", "depth", "heads", "code_encoder_depth",
+                    "code_conv_layers"):
+            if old.config.get(key, 0) != self.common_kwargs()[key]:
+                raise ConfigError(f"cannot fine-tune from {self.cfg.init_from}: its {key} is {old.config.get(key, 0)!r}, "
                                   f"this run's is {self.common_kwargs()[key]!r}")
 
     def optimizer_specs(self) -> list[OptimizerSpec]:

@@ -31,6 +31,7 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
     def __init__(self, code_vocab_size: int = 1024, code_dim: int = 64, token_count: int = 256,
                  tokenizer_name: str = "minilm", token_ids: list | None = None, answers: list | None = None,
                  dim: int = 192, depth: int = 3, heads: int = 4, code_encoder_depth: int = 0,
+                 code_conv_layers: int = 0, token_shape: tuple | None = None,
                  max_question_length: int = 32, pooling: str = "last", dropout: float = 0.1, causal: bool = True):
         super().__init__()
         if not answers:
@@ -38,7 +39,8 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
         self.vocab = TextVocab(tokenizer_name, list(token_ids or []))
-        self.codes = CodeReader(torch.zeros(code_vocab_size, code_dim), token_count, dim, code_encoder_depth, heads)
+        self.codes = CodeReader(torch.zeros(code_vocab_size, code_dim), token_count, dim, code_encoder_depth, heads,
+                                code_conv_layers, token_shape)
         self.word_embedding = nn.Embedding(len(self.vocab), dim, padding_idx=self.vocab.pad)
         self.word_position = nn.Parameter(torch.randn(max_question_length, dim) * 0.02)
         self.segment = nn.Parameter(torch.randn(2, dim) * 0.02)  # 0: codes, 1: question
