@@ -102,8 +102,9 @@ class HeadTask(TrainingTask):
     def check_compatible(self, old: nn.Module) -> None:
         for key in ("code_vocab_size", "token_count", "tokenizer_name", "dim", "depth", "heads", "code_encoder_depth",
                     "code_conv_layers"):
-            if old.config.get(key, 0) != self.common_kwargs()[key]:
-                raise ConfigError(f"cannot fine-tune from {self.cfg.init_from}: its {key} is {old.config.get(key, 0)!r}, "
+            theirs = old.config.get(key, 0)  # heads saved before code_conv_layers had none
+            if theirs != self.common_kwargs()[key]:
+                raise ConfigError(f"cannot fine-tune from {self.cfg.init_from}: its {key} is {theirs!r}, "
                                   f"this run's is {self.common_kwargs()[key]!r}")
 
     def optimizer_specs(self) -> list[OptimizerSpec]:
