@@ -185,6 +185,9 @@ def _markdown(report: dict, timings: dict) -> str:
                   f"| tokenizer | codebook usage | {_fmt(t.get('codebook_usage'), '.1%')} |",
                   f"| tokenizer | perplexity | {_fmt(t.get('perplexity'), '.1f')} |",
                   f"| tokenizer | tokens / image | {t.get('tokens_per_image')} |"]
+        if t.get("black_patch_codes") is not None:
+            lines.append(f"| tokenizer | codes of all-black patches (entropy, nats) | {t['black_patch_codes']} "
+                         f"({_fmt(t.get('black_patch_entropy'), '.2f')}) |")
     if a:
         chance = _fmt(a.get("retrieval_chance_r@1"), ".4f")
         own, swapped = (_fmt(a.get(f"mask_recall@1/mask1/{k}/content")) for k in ("own", "swapped"))
@@ -224,6 +227,7 @@ COMPARE_METRICS = [
     ("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
     ("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
     ("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
+    ("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
     ("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
     ("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
     ("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),

@@ -102,3 +102,26 @@ def test_evaluate_tokenizer_without_downloads_reports_the_rest(tmp_path, monkeyp
     assert np.isfinite(res["psnr"]) and -1 <= res["ssim"] <= 1
     json.dumps(res)
     assert "PSNR" in format_table(res)
+    # the codes of all-black patches (shapes' background), counted directly
+    images = torch.stack([ds[i]["image"] for i in range(10)])
+    with torch.no_grad():
+        ids = tok.encode(images)
+    f, n = 32 // ids.shape[2], ids.shape[2]  # patch side, tokens per row
+    black = [int(ids[b, y, x]) for b in range(10) for y in range(n) for x in range(n)
+             if (images[b, :, f * y:f * y + f, f * x:f * x + f] < -0.95).all()]
+    counts = np.bincount(black, minlength=16)
+    p = counts[counts > 0] / counts.sum()
+    assert res["black_patch_codes"] == len(p) and np.isclose(res["black_patch_entropy"], -(p * np.log(p)).sum())
+    assert "black-patch code entropy" in format_table(res)
+
+
+def test_black_patch_codes_combine_a_positions_tokens():
+    """VQCT-style ids (B, h, w, k): a position's k tokens count as one code; only all-black
+    patches count."""
+    from lgvq.evaluation.tokenizer_eval import black_patch_codes
+
+    images = -torch.ones(1, 3, 8, 8)
+    images[0, :, 0, 0] = 1.0  # one lit pixel: patch (0, 0) is not all black
+    ids = torch.tensor([[[[1, 2], [1, 2]], [[3, 2], [1, 2]]]])  # (1, 2, 2, 2)
+    codes = black_patch_codes(images, ids, vocab_size=10)
+    assert sorted(codes.tolist()) == [1 + 2 * 10, 1 + 2 * 10, 3 + 2 * 10]

@@ -3,15 +3,23 @@
 PSNR and SSIM (8-bit, RGB), codebook usage and perplexity over the whole set, LPIPS where the VGG16
 weights are present, and rFID through clean-fid where the Inception weights are present. A metric
 whose weights are missing is reported as null with the reason; the others are still computed.
+
+Where images have pure-black regions (shapes' background), how many different codes the
+tokenizer gives patches that are entirely black, and their entropy (VQCT: the tuple of a
+position's tokens counts as one code): a tokenizer can keep every
+code "in use" by splitting one flat background into hundreds of codes, which a prior must then
+learn to predict (README, "Text-to-image prior on shapes").
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -46,6 +54,7 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
         except MissingWeightsError as e:
             results["notes"]["rfid"] = str(e)
     counts = torch.zeros(model.vocab_size, dtype=torch.float64)
+    black_counts: Counter = Counter()
     psnrs, ssims, lpipss = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         real_dir, rec_dir = Path(tmp) / "real", Path(tmp) / "rec"
@@ -59,6 +68,8 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
             ids = model.encode(images)
             recon = model.decode(ids)
             counts += torch.bincount(ids.flatten().cpu(), minlength=model.vocab_size).double()
+            symbols, n = black_patch_codes(images, ids, model.vocab_size).unique(return_counts=True)
+            black_counts.update(dict(zip(symbols.tolist(), n.tolist())))
             psnrs.append(psnr(images, recon).cpu())
             ssims.append(ssim(images, recon).cpu())
             if lpips_net is not None:
@@ -78,7 +89,29 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
     stats = usage_stats(counts)
     results["codebook_usage"] = stats["usage"]
     results["perplexity"] = stats["perplexity"]
+    results["black_patch_codes"], results["black_patch_entropy"] = None, None
+    if black_counts:
+        p = torch.tensor(list(black_counts.values()), dtype=torch.float64)
+        p /= p.sum()
+        results["black_patch_codes"] = int(p.numel())
+        results["black_patch_entropy"] = float(-(p * p.log()).sum())
     return results
+
+
+BLACK = -0.95  # a pixel darker than this in every channel ([-1, 1] scale) counts as black
+
+
+def black_patch_codes(images: torch.Tensor, ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(n,) one int64 code per patch whose pixels are all black. images (B, 3, H, W) in [-1, 1];
+    ids (B, h, w), or (B, h, w, k) with several tokens per position (VQCT: the k ids are
+    combined into one number, base vocab_size)."""
+    factor = images.shape[-1] // ids.shape[2]
+    black = (images.amax(1) < BLACK).float()[:, None]  # (B, 1, H, W)
+    all_black = F.avg_pool2d(black, factor)[:, 0] == 1  # (B, h, w)
+    picked = ids[all_black].long()
+    if picked.dim() == 2:
+        picked = (picked * vocab_size ** torch.arange(picked.shape[1], device=picked.device)).sum(1)
+    return picked
 
 
 def format_table(results: dict) -> str:
@@ -86,6 +119,9 @@ def format_table(results: dict) -> str:
             ("LPIPS", results["lpips"]), ("rFID", results["rfid"]),
             ("codebook usage (%)", 100 * results["codebook_usage"]), ("perplexity", results["perplexity"]),
             ("codebook size", results["codebook_size"]), ("tokens / image", results["tokens_per_image"])]
+    if results.get("black_patch_codes") is not None:
+        rows += [("black-patch codes", results["black_patch_codes"]),
+                 ("black-patch code entropy (nats)", results["black_patch_entropy"])]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     for name, value in rows:
