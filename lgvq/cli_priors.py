@@ -45,7 +45,6 @@ def cmd_encode(args: argparse.Namespace) -> int:
         text_encoder = spec.get("config", {}).get("text_encoder", "minilm")
     text_encoder = None if text_encoder == "none" else text_encoder
     shapes = data_cfg.source == "shapes"
-    keep_tokenizer_copy(args.out, model_dir)
     for split in args.splits.split(","):
         dataset = build_dataset(data_cfg, split)
         request = StoreRequest(str(model_dir.resolve()), dict(tokenizer.config), asdict(data_cfg), split,
@@ -55,6 +54,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
                            class_names=[class_name(i) for i in range(NUM_CLASSES)] if shapes else None,
                            text_cache_dir=args.text_cache_dir)
         print(f"{split}: {len(dataset)} images encoded to {out}")
+    keep_tokenizer_copy(args.out, model_dir)  # after encoding: a store of another tokenizer was refused above
     return 0
 
 
