@@ -6,9 +6,9 @@ whose weights are missing is reported as null with the reason; the others are st
 
 Where images have pure-black regions (shapes' background), how many different codes the
 tokenizer gives patches that are entirely black, and their entropy (VQCT: the tuple of a
-position's tokens counts as one code): a tokenizer can keep every
-code "in use" by splitting one flat background into hundreds of codes, which a prior must then
-learn to predict (README, "Text-to-image prior on shapes").
+position's tokens counts as one code): a tokenizer can keep every code "in use" by splitting one
+flat background into hundreds of codes, which a prior must then learn to predict (README,
+"Text-to-image prior on shapes").
 """
 
 from __future__ import annotations
