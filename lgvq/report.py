@@ -188,6 +188,10 @@ def _markdown(report: dict, timings: dict) -> str:
         if t.get("black_patch_codes") is not None:
             lines.append(f"| tokenizer | codes of all-black patches (entropy, nats) | {t['black_patch_codes']} "
                          f"({_fmt(t.get('black_patch_entropy'), '.2f')}) |")
+        rf = t.get("reconstruction_faithfulness") or {}
+        if rf:
+            lines.append(f"| tokenizer | reconstructions faithful, one / two objects (the prior's ceiling) | "
+                         f"{_fmt(rf.get('one_object'), '.1%')} / {_fmt(rf.get('two_objects'), '.1%')} |")
     if a:
         chance = _fmt(a.get("retrieval_chance_r@1"), ".4f")
         own, swapped = (_fmt(a.get(f"mask_recall@1/mask1/{k}/content")) for k in ("own", "swapped"))
@@ -228,6 +232,7 @@ COMPARE_METRICS = [
     ("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
     ("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
     ("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
+    ("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}"),
     ("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
     ("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
     ("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),

@@ -113,6 +113,23 @@ def test_evaluate_tokenizer_without_downloads_reports_the_rest(tmp_path, monkeyp
     p = counts[counts > 0] / counts.sum()
     assert res["black_patch_codes"] == len(p) and np.isclose(res["black_patch_entropy"], -(p * np.log(p)).sum())
     assert "black-patch code entropy" in format_table(res)
+    # the shapes scorer on the reconstructions, one- and two-object images apart
+    rf = res["reconstruction_faithfulness"]
+    objects = [len(ds.sample(i).objects) for i in range(10)]
+    assert (rf["count_one_object"], rf["count_two_objects"]) == (objects.count(1), objects.count(2))
+    assert 0 <= rf["one_object"] <= 1 and "reconstructions faithful" in format_table(res)
+
+
+def test_reconstruction_scoring_passes_real_images_and_skips_other_captions():
+    from lgvq.evaluation.tokenizer_eval import score_reconstructions
+
+    ds = build_dataset(DataConfig(image_size=64, num_val=6), "validation")
+    items = [ds[i] for i in range(6)]
+    scored = {"one_object": [], "two_objects": []}
+    captions = [it["captions"] for it in items[:5]] + [["a photo of a dog"]]
+    score_reconstructions(torch.stack([it["image"] for it in items]), captions, scored)
+    assert len(scored["one_object"]) + len(scored["two_objects"]) == 5
+    assert all(scored["one_object"]) and all(scored["two_objects"])  # the real images match their captions
 
 
 def test_black_patch_codes_combine_a_positions_tokens():

@@ -9,6 +9,10 @@ tokenizer gives patches that are entirely black, and their entropy (VQCT: the tu
 position's tokens counts as one code): a tokenizer can keep every code "in use" by splitting one
 flat background into hundreds of codes, which a prior must then learn to predict (README,
 "Text-to-image prior on shapes").
+
+Where the captions are shapes' canonical ones, the shapes scorer is run on the reconstructions
+(`reconstruction_faithfulness`, one- and two-object images apart): no prior over these codes can
+be more faithful than the tokenizer's own decodings of real images.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from lgvq.data.loader import eval_loader
 from lgvq.data.transforms import to_uint8
 from lgvq.evaluation.fid import fid_between_folders, load_inception
 from lgvq.evaluation.metrics import psnr, ssim
+from lgvq.evaluation.shapes_score import CaptionGrammarError, parse_caption, score_image
 from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.tokenizers.quantizer import usage_stats
@@ -55,6 +60,7 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
             results["notes"]["rfid"] = str(e)
     counts = torch.zeros(model.vocab_size, dtype=torch.float64)
     black_counts: Counter = Counter()
+    scored: dict[str, list[bool]] = {"one_object": [], "two_objects": []}
     psnrs, ssims, lpipss = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         real_dir, rec_dir = Path(tmp) / "real", Path(tmp) / "rec"
@@ -70,6 +76,7 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
             counts += torch.bincount(ids.flatten().cpu(), minlength=model.vocab_size).double()
             symbols, n = black_patch_codes(images, ids, model.vocab_size).unique(return_counts=True)
             black_counts.update(dict(zip(symbols.tolist(), n.tolist())))
+            score_reconstructions(recon, batch["captions"], scored)
             psnrs.append(psnr(images, recon).cpu())
             ssims.append(ssim(images, recon).cpu())
             if lpips_net is not None:
@@ -94,8 +101,26 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
         p = torch.tensor(list(black_counts.values()), dtype=torch.float64)
         p /= p.sum()
         results["black_patch_codes"] = int(p.numel())
-        results["black_patch_entropy"] = float(-(p * p.log()).sum())
+        results["black_patch_entropy"] = max(0.0, float(-(p * p.log()).sum()))  # one code: 0, not -0
+    results["reconstruction_faithfulness"] = None
+    if scored["one_object"] or scored["two_objects"]:
+        results["reconstruction_faithfulness"] = {
+            k: sum(v) / len(v) if v else None for k, v in scored.items()} | {
+            f"count_{k}": len(v) for k, v in scored.items()}
     return results
+
+
+def score_reconstructions(recon: torch.Tensor, captions: list[list[str]], scored: dict[str, list[bool]]) -> None:
+    """Run the shapes scorer on reconstructions (B, 3, H, W) against each image's first caption
+    where it is a canonical shapes caption (other captions are skipped); append to `scored`."""
+    for image, caps in zip(to_uint8(recon.clamp(-1, 1)), captions):
+        try:
+            wanted, _ = parse_caption(caps[0]) if caps else ([], None)
+        except CaptionGrammarError:
+            continue
+        if wanted:
+            key = "one_object" if len(wanted) == 1 else "two_objects"
+            scored[key].append(score_image(image, caps[0])[0])
 
 
 BLACK = -0.95  # a pixel darker than this in every channel ([-1, 1] scale) counts as black
@@ -122,6 +147,10 @@ def format_table(results: dict) -> str:
     if results.get("black_patch_codes") is not None:
         rows += [("black-patch codes", results["black_patch_codes"]),
                  ("black-patch code entropy (nats)", results["black_patch_entropy"])]
+    if results.get("reconstruction_faithfulness"):
+        rf = results["reconstruction_faithfulness"]
+        rows += [("reconstructions faithful, 1 object (%)", _percent(rf["one_object"])),
+                 ("reconstructions faithful, 2 objects (%)", _percent(rf["two_objects"]))]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
     for name, value in rows:
@@ -130,6 +159,10 @@ def format_table(results: dict) -> str:
     for key, note in results.get("notes", {}).items():
         lines.append(f"note ({key}): {note}")
     return "\n".join(lines)
+
+
+def _percent(x: float | None) -> float | None:
+    return None if x is None else 100 * x
 
 
 def write_results(results: dict, path: str | Path) -> Path:
