@@ -94,6 +94,46 @@ def test_dead_codes_restart_from_encoder_outputs():
     assert all((flat == row).all(1).any() for row in moved)
 
 
+def _background_batch(n_rare: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (2, 6, 8, 8) batch that is one repeated 'background' vector except n_rare distinct ones."""
+    torch.manual_seed(1)
+    flat = torch.zeros(128, 6)
+    flat[:, 0] = 1.0
+    rare = torch.randn(n_rare, 6) * 3
+    flat[:n_rare] = rare
+    return flat.view(2, 8, 8, 6).permute(0, 3, 1, 2).contiguous(), rare
+
+
+def test_error_sampling_seeds_codes_on_the_rare_features_not_the_common_one():
+    z, rare = _background_batch()
+    seeded = make(data_init=True, restart_sampling="error").train()
+    seeded(z)
+    codes = seeded.codebook.weight
+    # k-means++: the 7 distinct vectors are all taken before any repeat
+    distinct = torch.cat([rare, torch.tensor([[1.0, 0, 0, 0, 0, 0]])])
+    assert all((codes == row).all(1).any() for row in distinct)
+    uniform = make(data_init=True).train()
+    uniform(z)
+    n_rare_uniform = sum(bool((uniform.codebook.weight == row).all(1).any()) for row in rare)
+    assert n_rare_uniform < len(rare)  # 16 draws among 128 rows, 122 of them background
+
+
+def test_error_sampling_restarts_dead_codes_where_quantization_is_worst():
+    z, rare = _background_batch(n_rare=4)
+    q = make(usage_window=1, dead_code_restart=True, restart_every=1, restart_sampling="error").train()
+    with torch.no_grad():
+        q.codebook.weight.fill_(100.0)  # all far away ...
+        q.codebook.weight[0] = torch.tensor([1.0, 0, 0, 0, 0, 0])  # ... but one code on the background
+    q(z)  # 15 dead codes; only the 4 rare vectors are badly quantized
+    restarted = q.codebook.weight[1:]
+    assert all((rare == row).all(1).any() for row in restarted)  # none on the background (124 of 128 rows)
+
+
+def test_restart_sampling_is_checked():
+    with pytest.raises(ValueError, match="restart_sampling"):
+        make(restart_sampling="worst")
+
+
 def test_data_init_takes_codes_from_the_first_training_batch():
     q = make(data_init=True)
     z = torch.randn(2, 6, 4, 4)

@@ -31,6 +31,29 @@ def test_encode_decode_shapes_and_exact_eval_roundtrip():
     assert set(out.losses) == {"vq", "codebook", "commitment"}
 
 
+def test_patch_encoder_codes_each_patch_alone(tmp_path):
+    """encoder_type=patch: a change inside one f x f patch changes that position's features only,
+    and the same patch content gets the same code wherever it is; conv (taming's) mixes."""
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    x[:, :, :, 16:] = -1  # right half black
+    y = x.clone()
+    y[:, :, 4:8, 4:8] = 1.0  # one white 4 x 4 patch at token (1, 1)
+    for kind, local in (("patch", True), ("conv", False)):
+        tok = tiny(encoder_type=kind).eval()
+        with torch.no_grad():
+            changed = (tok.encode_features(x) - tok.encode_features(y)).abs().amax(1)[0] > 0  # (8, 8)
+        assert bool(changed[1, 1])
+        assert (int(changed.sum()) == 1) == local
+    tok = tiny(encoder_type="patch").eval()
+    with torch.no_grad():
+        ids = tok.encode(x)
+    assert ids[0, :, 4:].unique().numel() == 1  # every black patch, one code
+    tok.save_pretrained(tmp_path / "tok")
+    assert torch.equal(VQTokenizer.from_pretrained(tmp_path / "tok").encode(x), ids)
+    with pytest.raises(ValueError, match="encoder_type"):
+        tiny(encoder_type="vit")
+
+
 def test_save_load_roundtrip_and_safetensors(tmp_path):
     tok = tiny().eval()
     tok.save_pretrained(tmp_path / "tok")

@@ -3,10 +3,18 @@
 Channels `ch * ch_mult[i]` per level, `num_res_blocks` residual blocks per level (the decoder
 has one more, as in taming), attention blocks at the resolutions listed in `attn_resolutions`,
 a mid block with attention, and a downsampling factor of 2 ** (len(ch_mult) - 1).
+
+`build_patch_encoder` is the alternative `encoder_type: patch`: each f x f patch is encoded on
+its own (a stride-f convolution, then residual per-position MLP blocks; no normalisation or
+attention across positions). Identical patches get identical features, hence identical codes:
+taming's encoder sees ~77 px around each 4 x 4 patch (and GroupNorm statistics and attention over
+the whole image), so the same black background patch gets a different feature, and with a
+1024-code book often a different code, in every image.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -36,3 +44,24 @@ def build_decoder(out_channels: int, z_channels: int, ch: int, ch_mult: list[int
     return Decoder(in_channels=z_channels, out_channels=out_channels, up_block_types=tuple(block_types),
                    block_out_channels=tuple(ch * m for m in ch_mult), layers_per_block=num_res_blocks,
                    norm_num_groups=norm_groups, act_fn="silu", norm_type="group", mid_block_add_attention=True)
+
+
+class PatchMLPBlock(nn.Module):
+    """x + W2 silu(W1 silu(x)) at every position (1 x 1 convolutions): no mixing across positions."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.SiLU(), nn.Conv2d(width, width, 1), nn.SiLU(), nn.Conv2d(width, width, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+def build_patch_encoder(in_channels: int, z_channels: int, ch: int, ch_mult: list[int], num_res_blocks: int,
+                        **_: object) -> nn.Module:
+    """(B, in, H, W) -> (B, z, H / f, W / f), f = 2 ** (len(ch_mult) - 1), each output position a
+    function of its own f x f patch only. Width ch * ch_mult[-1], num_res_blocks + 1 MLP blocks."""
+    factor, width = 2 ** (len(ch_mult) - 1), ch * ch_mult[-1]
+    return nn.Sequential(nn.Conv2d(in_channels, width, factor, stride=factor),
+                         *[PatchMLPBlock(width) for _ in range(num_res_blocks + 1)],
+                         nn.SiLU(), nn.Conv2d(width, z_channels, 1))

@@ -19,6 +19,7 @@ class TokenizerModelConfig:
     z_channels: int = 64
     embed_dim: int = 64  # channels after quant_conv, fed to the quantizer
     norm_groups: int = 32
+    encoder_type: str = "conv"  # conv (taming's) | patch (each f x f patch encoded alone)
     codebook_size: int = 1024
     codebook_dim: int | None = None  # low-dimensional lookup (e.g. 8); None = embed_dim
     l2_norm: bool = False  # cosine lookup on l2-normalised codes
@@ -28,6 +29,7 @@ class TokenizerModelConfig:
     dead_code_restart: bool = False
     restart_every: int = 100
     data_init: bool = False  # initialise codes from the first batch's encoder outputs
+    restart_sampling: str = "uniform"  # new codes (restart, data init): uniform | error (k-means++ D^2)
     online_clustering: bool = False  # CVQ: pull rarely used codes toward anchors among encoder features
     cvq_decay: float = 0.99  # CVQ: EMA decay of code usage
     cvq_anchor: str = "probrandom"  # CVQ: probrandom | closest | random

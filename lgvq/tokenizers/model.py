@@ -18,7 +18,7 @@ from torch import nn
 
 from lgvq.alignment import build_alignment
 from lgvq.hub import LgvqModelMixin
-from lgvq.tokenizers.autoencoder import build_decoder, build_encoder
+from lgvq.tokenizers.autoencoder import build_decoder, build_encoder, build_patch_encoder
 from lgvq.tokenizers.config import TokenizerModelConfig
 from lgvq.tokenizers.quantizer import VectorQuantizer
 from lgvq.tokenizers.vqct import build_vqct_quantizer, load_vqct_vocab
@@ -44,13 +44,17 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
                  l2_norm: bool = False, beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
                  dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False,
                  online_clustering: bool = False, cvq_decay: float = 0.99, cvq_anchor: str = "probrandom",
-                 cvq_contrastive: bool = False, vqct: dict | None = None, alignment: dict | None = None):
+                 cvq_contrastive: bool = False, restart_sampling: str = "uniform", encoder_type: str = "conv",
+                 vqct: dict | None = None, alignment: dict | None = None):
         super().__init__()
         if num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
         arch = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
                     attn_resolutions=list(attn_resolutions), resolution=resolution, norm_groups=norm_groups)
-        self.encoder = build_encoder(in_channels, z_channels, **arch)
+        if encoder_type not in ("conv", "patch"):
+            raise ValueError(f"model.encoder_type must be conv or patch, not {encoder_type!r}")
+        self.encoder = (build_patch_encoder if encoder_type == "patch" else build_encoder)(in_channels, z_channels,
+                                                                                         **arch)
         if vqct:  # VQCT: adjective and noun halves, codes transferred from word vectors
             quant_channels = 2 * embed_dim
             self.quantizer = build_vqct_quantizer(vqct, embed_dim, beta, legacy_beta, usage_window)
@@ -58,7 +62,8 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
             quant_channels = embed_dim
             self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,
                                              usage_window, dead_code_restart, restart_every, data_init,
-                                             online_clustering, cvq_decay, cvq_anchor, cvq_contrastive)
+                                             online_clustering, cvq_decay, cvq_anchor, cvq_contrastive,
+                                             restart_sampling)
         self.quant_conv = nn.Conv2d(z_channels, quant_channels, 1)
         self.post_quant_conv = nn.Conv2d(quant_channels, z_channels, 1)
         self.decoder = build_decoder(in_channels, z_channels, **arch)

@@ -10,6 +10,11 @@ weighs the *commitment* term. taming-transformers' `VectorQuantizer2(legacy=True
 Codebook usage is tracked over a sliding window of the last `usage_window` training batches
 (per-batch perplexity depends on batch size; a window does not). Codes unused over the whole
 window can be restarted from encoder outputs of the current batch (`dead_code_restart`).
+Where new codes are drawn from (`restart_sampling`, also used by `data_init`): `uniform` picks
+batch features at random, so mostly the commonest content (on shapes, black background, which then
+splits into hundreds of near-identical codes); `error` picks them with probability proportional to
+their squared distance from the nearest code (k-means++ seeding: at init one by one, each draw
+against the codes chosen so far), so new codes go where the codebook reconstructs worst.
 
 CVQ (`online_clustering`, Zheng and Vedaldi's CVQ-VAE): every training step each code moves
 toward an anchor sampled among the batch's encoder features, by a weight that is ~1 for codes
@@ -48,8 +53,11 @@ class VectorQuantizer(nn.Module):
                  beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
                  dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False,
                  online_clustering: bool = False, cvq_decay: float = 0.99, cvq_anchor: str = "probrandom",
-                 cvq_contrastive: bool = False):
+                 cvq_contrastive: bool = False, restart_sampling: str = "uniform"):
         super().__init__()
+        if restart_sampling not in ("uniform", "error"):
+            raise ValueError(f"restart_sampling must be uniform or error, not {restart_sampling!r}")
+        self.restart_sampling = restart_sampling
         if cvq_anchor not in ("probrandom", "closest", "random"):
             raise ValueError(f"cvq_anchor must be probrandom, closest or random, not {cvq_anchor!r}")
         self.online_clustering, self.cvq_decay, self.cvq_anchor = online_clustering, cvq_decay, cvq_anchor
@@ -134,8 +142,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init_from(self, z_e: torch.Tensor) -> None:
-        flat = z_e.reshape(-1, z_e.shape[-1])
-        pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
+        flat = z_e.reshape(-1, z_e.shape[-1]).float()
+        if self.restart_sampling == "error":
+            pick = kmeans_plus_plus(flat, self.codebook_size)
+        else:
+            pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
         new = flat[pick].to(self.codebook.weight.dtype)
         if _dist_ready():
             dist.broadcast(new, src=0)
@@ -147,7 +158,8 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart_dead_codes(self, z_e: torch.Tensor) -> None:
-        """Re-initialise codes unused over the whole window from random encoder outputs."""
+        """Re-initialise codes unused over the whole window from encoder outputs of this batch
+        (random ones, or with `restart_sampling="error"` the worst-quantized ones, by D^2)."""
         if int(self.usage_step) < self.usage_history.shape[0]:
             return  # window not full yet
         dead = self.usage_history.sum(0) == 0
@@ -155,7 +167,12 @@ class VectorQuantizer(nn.Module):
         if n_dead == 0:
             return
         flat = z_e.reshape(-1, z_e.shape[-1])
-        pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
+        if self.restart_sampling == "error":
+            live = self.codes()[~dead].float()
+            error = (self.distances(flat, live).min(1).values + flat.float().pow(2).sum(1)).clamp_min(0)
+            pick = sample_by_weight(error, n_dead)
+        else:
+            pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
         new = flat[pick].to(self.codebook.weight.dtype)
         if _dist_ready():
             dist.broadcast(new, src=0)  # every process must restart to the same vectors
@@ -199,6 +216,27 @@ class VectorQuantizer(nn.Module):
     def usage(self) -> dict[str, float]:
         """Fraction of codes used and perplexity over the sliding window of training batches."""
         return usage_stats(self.usage_history.sum(0))
+
+
+def sample_by_weight(weight: torch.Tensor, n: int) -> torch.Tensor:
+    """n indices drawn with probability proportional to `weight` (M,), without replacement while
+    enough rows have weight; uniform where all weights are zero."""
+    if float(weight.sum()) <= 0:
+        return torch.randint(0, weight.shape[0], (n,), device=weight.device)
+    return torch.multinomial(weight, n, replacement=n > int((weight > 0).sum()))
+
+
+@torch.no_grad()
+def kmeans_plus_plus(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """k-means++ seeding: k row indices of `flat` (M, d), each drawn with probability proportional
+    to its squared distance from the rows drawn before (uniform once every distinct row is taken)."""
+    picks = [int(torch.randint(0, flat.shape[0], ()))]
+    nearest = (flat - flat[picks[0]]).pow(2).sum(1)
+    for _ in range(k - 1):
+        pick = int(sample_by_weight(nearest, 1))
+        picks.append(pick)
+        nearest = torch.minimum(nearest, (flat - flat[pick]).pow(2).sum(1))
+    return torch.tensor(picks, device=flat.device)
 
 
 @torch.no_grad()
