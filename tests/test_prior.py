@@ -41,6 +41,53 @@ def test_cached_and_uncached_decoding_agree(conditioning, cfg_scale):
     assert cached.shape == (3, N)
 
 
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+@pytest.mark.parametrize("options", [dict(text_layers=2), dict(grid_positions=True, token_shape=(3, 4)),
+                                     dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2)])
+def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positions(cfg_scale, options):
+    prior, cond = make_prior("text", **options), make_condition("text")
+    cached, cached_logits = generate(prior, cond, temperature=0, cfg_scale=cfg_scale, return_logits=True)
+    full, full_logits = generate(prior, cond, temperature=0, cfg_scale=cfg_scale, use_cache=False,
+                                 return_logits=True)
+    assert torch.equal(cached, full)
+    assert torch.allclose(cached_logits, full_logits, atol=1e-5)
+    if cfg_scale == 1.0:  # and they are the training forward's logits
+        with torch.no_grad():
+            assert torch.allclose(cached_logits, prior(cached, cond), atol=1e-5)
+
+
+def test_prompt_encoder_lets_each_word_see_the_whole_prompt_but_not_the_padding():
+    """With text_layers the first word's prefix embedding depends on a later word; without, it does
+    not. Padding features never matter."""
+    cond = make_condition("text")
+    later_word = Condition(text=cond.text.clone(), text_mask=cond.text_mask)
+    other_word = torch.randn(D, generator=torch.Generator().manual_seed(7))
+    later_word.text[2, 3] = other_word  # row 2 has no padding: its fourth word changes
+    padding = Condition(text=cond.text.clone(), text_mask=cond.text_mask)
+    padding.text[0, 4] = other_word  # row 0 is padded after three words
+    for layers, first_word_moves in ((2, True), (0, False)):
+        prior = make_prior("text", text_layers=layers)
+        with torch.no_grad():
+            base, moved = prior.prefix(cond)[0], prior.prefix(later_word)[0]
+            assert torch.allclose(base[2, 0], moved[2, 0]) != first_word_moves
+            assert torch.allclose(base[:2], moved[:2])  # other rows unchanged
+            assert torch.allclose(base[0, :3], prior.prefix(padding)[0][0, :3], atol=1e-6)
+
+
+def test_grid_positions_give_each_input_the_cell_of_the_token_it_predicts():
+    prior = make_prior("text", grid_positions=True, token_shape=(3, 4))
+    grid = prior.grid_embeddings(N - 1)
+    row, col = prior.row_embedding.weight, prior.column_embedding.weight
+    assert torch.allclose(grid[0], row[0] + col[1])  # input 0 predicts token 1: row 0, column 1
+    assert torch.allclose(grid[3], row[1] + col[0])  # input 3 predicts token 4: first of row 1
+    assert torch.allclose(grid[10], row[2] + col[3])
+    vqct = make_prior("text", grid_positions=True, token_shape=(2, 3), tokens_per_position=2)
+    slot = vqct.slot_embedding.weight
+    assert torch.allclose(vqct.grid_embeddings(N - 1)[6], vqct.row_embedding.weight[1] +
+                          vqct.column_embedding.weight[0] + slot[1])  # token 7: cell 3, second slot
+    assert make_prior("text").grid_embeddings(N - 1) is None
+
+
 def test_two_pass_guidance_equals_the_doubled_batch():
     prior, cond = make_prior("text"), make_condition("text")
     _, batched = generate(prior, cond, temperature=0, cfg_scale=3.0, return_logits=True)
@@ -114,8 +161,9 @@ def test_condition_dropout_only_in_training():
     assert 0.4 < dropped < 0.6
 
 
-def test_save_and_load_round_trip(tmp_path):
-    prior, cond = make_prior("text"), make_condition("text")
+@pytest.mark.parametrize("options", [{}, dict(text_layers=2, grid_positions=True, token_shape=(3, 4))])
+def test_save_and_load_round_trip(tmp_path, options):
+    prior, cond = make_prior("text", **options), make_condition("text")
     prior.save_pretrained(tmp_path / "prior")
     again = PriorTransformer.from_pretrained(tmp_path / "prior").eval()
     assert torch.equal(generate(prior, cond, temperature=0), generate(again, cond, temperature=0))

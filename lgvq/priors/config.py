@@ -19,6 +19,8 @@ class PriorModelConfig:
     ff_mult: int = 4
     dropout: float = 0.0
     cond_dropout: float = 0.1  # probability of the null condition while training (for guidance)
+    text_layers: int = 0  # text priors: bidirectional transformer layers over the prompt before the prefix
+    grid_positions: bool = False  # learned row / column embeddings of each token's grid cell (beside rotary)
 
 
 @dataclass

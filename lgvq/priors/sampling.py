@@ -73,8 +73,7 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
         outs = []
         for i, (prefix, mask) in enumerate(streams):
             x = tokens.repeat(prefix.shape[0] // b, 1)
-            logits, new_cache = prior.net(x, prepend_embeds=prefix, prepend_mask=mask, cache=caches[i],
-                                          return_intermediates=True)
+            logits, new_cache = prior.run_network(x, prefix, mask, cache=caches[i], return_intermediates=True)
             if use_cache:
                 caches[i] = new_cache
             outs.append(logits[:, -1].float())

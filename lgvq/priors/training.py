@@ -59,7 +59,8 @@ def initialise_from(prior: PriorTransformer, source: str | Path) -> None:
     different class count keeps the old classes' rows (and the null row), the new rows keep their
     fresh initialisation."""
     old = PriorTransformer.from_pretrained(prior_run_model_dir(source))
-    for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length"):
+    for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
+                "text_layers", "grid_positions"):
         if old.config[key] != prior.config[key]:
             raise ConfigError(f"cannot fine-tune from {source}: its {key} is {old.config[key]!r}, this run's is "
                               f"{prior.config[key]!r} (same tokenizer and model size needed)")
@@ -99,14 +100,14 @@ class PriorTask(TrainingTask):
         kwargs = dict(vocab_size=s["vocab_size"], seq_len=s["seq_len"], conditioning=self.conditioning,
                       dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult, dropout=m.dropout,
                       cond_dropout=m.cond_dropout, token_shape=tuple(s["token_shape"]),
-                      tokens_per_position=s["tokens_per_position"])
+                      tokens_per_position=s["tokens_per_position"], grid_positions=m.grid_positions)
         if self.conditioning == "class":
             n = s.get("num_classes") or int(np.max(self.store.labels)) + 1
             kwargs |= dict(num_classes=n, class_names=s.get("class_names"))
         if self.conditioning == "text":
             t = s["text"]
             kwargs |= dict(text_width=t["width"], text_length=self.text_length or t["length"],
-                           text_encoder=t["encoder"], text_pooling=t["pooling"])
+                           text_encoder=t["encoder"], text_pooling=t["pooling"], text_layers=m.text_layers)
         return kwargs
 
     def build_modules(self) -> dict[str, nn.Module]:
