@@ -18,6 +18,7 @@ Models are randomly initialised at the configs' sizes: speed does not depend on 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -56,8 +57,10 @@ def side_by_side(a, b, repeats: int, device) -> tuple[float, float]:
 def text_prior(pcfg: PriorRunConfig, seq_len: int, vocab: int, device) -> PriorTransformer:
     torch.manual_seed(0)
     m = pcfg.model
+    side = math.isqrt(seq_len)  # the benchmarked lengths are square grids
     return PriorTransformer(vocab_size=vocab, seq_len=seq_len, conditioning="text", text_width=384, text_length=16,
-                            dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult).to(device).eval()
+                            dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult, text_layers=m.text_layers,
+                            grid_positions=m.grid_positions, token_shape=(side, side)).to(device).eval()
 
 
 def text_condition(b: int, device) -> Condition:
