@@ -9,7 +9,7 @@ Expected layout (missing parts are reported as missing, not invented):
     RUN/codes/      (train/, validation/)
     RUN/prior/      (model, tokenizer, logs, eval/prior.json, eval/samples/)
     RUN/captioner/, RUN/vqa/   (heads, eval/head.json)
-    RUN/timings.json  seconds per stage, written by the script
+    RUN/timings.json, RUN/peak_memory.json  seconds and peak MiB per stage, written by the script
 """
 
 from __future__ import annotations
@@ -157,9 +157,11 @@ def build_report(run: str | Path) -> Path:
     align_eval = _read(run / "tokenizer" / "eval" / "alignment.json")
     prior_eval = _read(run / "prior" / "eval" / "prior.json")
     timings = _read(run / "timings.json") or {}
+    peak_memory = _read(run / "peak_memory.json") or {}
     report = {"tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval,
               "captioning": _read(run / "captioner" / "eval" / "head.json"),
-              "vqa": _read(run / "vqa" / "eval" / "head.json"), "timings_s": timings}
+              "vqa": _read(run / "vqa" / "eval" / "head.json"), "timings_s": timings,
+              "peak_memory_mb": peak_memory}
     figures = {
         "losses": plot_losses(run, plots / "losses.png"),
         "code_usage": plot_code_usage(run / "codes", (tok_eval or {}).get("codebook_size", 0) or 1,
@@ -171,11 +173,15 @@ def build_report(run: str | Path) -> Path:
         figures["reconstructions"] = recon
     report["figures"] = {k: str(v.relative_to(run)) if v else None for k, v in figures.items()}
     (run / "report.json").write_text(json.dumps(report, indent=2))
-    (run / "report.md").write_text(_markdown(report, timings))
+    (run / "report.md").write_text(_markdown(report, timings, peak_memory))
     return run / "report.md"
 
 
-def _markdown(report: dict, timings: dict) -> str:
+def _gigabytes(mib: float | None) -> str:
+    return _fmt(None if mib is None else mib / 1024, ".2f")
+
+
+def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
     lines = ["# lgvq pipeline report", ""]
     t, a, p = report["tokenizer"], report["alignment"], report["prior"]
     lines += ["## Numbers", "", "| stage | metric | value |", "| --- | --- | --- |"]
@@ -215,9 +221,11 @@ def _markdown(report: dict, timings: dict) -> str:
     if not (t or a or p):
         lines.append("| – | no evaluation results found | – |")
     if timings:
-        lines += ["", "## Wall time", "", "| stage | minutes |", "| --- | --- |"]
-        lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
-        lines.append(f"| total | {sum(timings.values()) / 60:.1f} |")
+        lines += ["", "## Wall time and memory", "",
+                  "| stage | minutes | peak memory (GB, largest process) |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {v / 60:.1f} | {_gigabytes(peak_memory.get(k))} |" for k, v in timings.items()]
+        lines.append(f"| total | {sum(timings.values()) / 60:.1f} | "
+                     f"{_gigabytes(max(peak_memory.values(), default=None))} (max) |")
     lines += ["", "## Figures", ""]
     for name, path in report["figures"].items():
         lines.append(f"### {name.replace('_', ' ')}\n\n![{name}]({path})\n" if path else f"- {name}: not available")

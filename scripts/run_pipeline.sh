@@ -15,8 +15,10 @@
 # prior -> evaluate the prior (samples the validation prompts) -> captioning head -> VQA head
 # (each evaluated) -> report.md / report.json / plots.
 # Running it again skips finished stages (OUT/.stages/NAME.done) and resumes an interrupted
-# training stage from its last checkpoint.
+# training stage from its last checkpoint. Each stage's wall time and peak memory go to
+# OUT/timings.json and OUT/peak_memory.json (scripts/run_stage.py), and into the report.
 set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
 
 DATASET=shapes
 TOKENIZER=vqgan_lg
@@ -27,7 +29,7 @@ STOP_AFTER=all
 read -r -a TOKENIZER_EXTRA <<< "${TOKENIZER_OVERRIDES:-}"
 read -r -a PRIOR_EXTRA <<< "${PRIOR_OVERRIDES:-}"
 read -r -a HEAD_EXTRA <<< "${HEAD_OVERRIDES:-}"
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) DATASET="$2"; shift 2 ;;
@@ -106,23 +108,14 @@ fi
 [[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config "$LG_CONFIG")
 
 mkdir -p "$OUT/.stages"
-stage() {  # stage NAME COMMAND...: run once, record its wall time
+stage() {  # stage NAME COMMAND...: run once, record its wall time and peak memory
   local name="$1"; shift
   if [[ -f "$OUT/.stages/$name.done" ]]; then
     echo "== $name: done already, skipped"
     return
   fi
   echo "== $name"
-  local start=$SECONDS
-  "$@"
-  python - "$OUT/timings.json" "$name" "$((SECONDS - start))" <<'PY'
-import json, sys
-from pathlib import Path
-path, name, seconds = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-timings = json.loads(path.read_text()) if path.is_file() else {}
-timings[name] = timings.get(name, 0) + seconds
-path.write_text(json.dumps(timings, indent=2))
-PY
+  python "$HERE/run_stage.py" "$OUT" "$name" "$@"
   touch "$OUT/.stages/$name.done"
 }
 

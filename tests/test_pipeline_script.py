@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -37,6 +38,18 @@ def test_unavailable_choices_are_refused_with_a_reason(tmp_path):
     assert bad.returncode == 2 and "--stop-after must be tokenizer, prior or all" in bad.stderr
 
 
+def test_stage_records_time_and_peak_memory_of_every_attempt(tmp_path):
+    stage = [sys.executable, str(REPO / "scripts" / "run_stage.py"), str(tmp_path), "work"]
+    allocate = "import sys, time; block = bytearray(300 * 2**20); time.sleep(1.1); sys.exit(int(sys.argv[1]))"
+    failed = subprocess.run([*stage, sys.executable, "-c", allocate, "3"], check=False)
+    assert failed.returncode == 3  # the command's status passes through
+    assert subprocess.run([*stage, sys.executable, "-c", allocate, "0"], check=False).returncode == 0
+    assert json.loads((tmp_path / "timings.json").read_text())["work"] >= 2  # both attempts' seconds
+    assert json.loads((tmp_path / "peak_memory.json").read_text())["work"] >= 300
+    from lgvq.report import build_report
+    assert "| work | 0.0 | 0.3" in build_report(tmp_path).read_text()
+
+
 @pytest.mark.slow
 def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     out = tmp_path / "pipe"
@@ -54,6 +67,8 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert report["tokenizer"]["psnr"] > 0 and report["prior"]["faithfulness"]["overall"] >= 0
     assert "CIDEr-D" in report["captioning"] and "colour" in report["vqa"]["per_type"]
     assert set(json.loads((out / "timings.json").read_text())) >= {"tokenizer", "encode", "prior", "captioner", "vqa"}
+    peak_memory = json.loads((out / "peak_memory.json").read_text())
+    assert peak_memory["prior"] > 100  # MiB: a python with torch loaded, at least
     md = (out / "report.md").read_text()
     assert md.index("PSNR") < md.index("## Figures")  # numbers first
     for figure in ("losses", "code_usage", "samples"):
