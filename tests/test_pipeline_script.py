@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -47,7 +50,24 @@ def test_stage_records_time_and_peak_memory_of_every_attempt(tmp_path):
     assert json.loads((tmp_path / "timings.json").read_text())["work"] >= 2  # both attempts' seconds
     assert json.loads((tmp_path / "peak_memory.json").read_text())["work"] >= 300
     from lgvq.report import build_report
-    assert "| work | 0.0 | 0.3" in build_report(tmp_path).read_text()
+    assert re.search(r"\| work \| 0\.\d \| 0\.3", build_report(tmp_path).read_text())  # minutes, GB
+
+
+def test_stage_killed_with_its_runner_still_counts_its_time(tmp_path):
+    """SIGKILL to the runner and its command together (a killed terminal, a lost machine): the
+    heartbeat file keeps the attempt's seconds, and the next attempt adds them to the stage's total."""
+    stage = [sys.executable, str(REPO / "scripts" / "run_stage.py"), str(tmp_path), "work"]
+    killed = subprocess.Popen([*stage, sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    heartbeat = tmp_path / ".stages" / "work.running"
+    deadline = time.monotonic() + 30
+    while not (heartbeat.is_file() and int(heartbeat.read_text()) >= 4) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "timings.json").exists()  # the runner had no chance to record anything
+    assert subprocess.run([*stage, sys.executable, "-c", "pass"], check=False).returncode == 0
+    assert json.loads((tmp_path / "timings.json").read_text())["work"] >= 4
+    assert not heartbeat.exists()
 
 
 @pytest.mark.slow
