@@ -24,20 +24,20 @@ from pathlib import Path
 HEARTBEAT_SECONDS = 2
 
 
-def _update(path: Path, name: str, value: float, combine) -> None:
-    records = json.loads(path.read_text()) if path.is_file() else {}
-    records[name] = combine(records[name], value) if name in records else value
-    path.write_text(json.dumps(records, indent=2))
-
-
-def _add(a: float, b: float) -> float:
-    return a + b
-
-
 def _write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text)
     os.replace(partial, path)
+
+
+def _update(path: Path, name: str, value: float, combine) -> None:
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    records[name] = combine(records[name], value) if name in records else value
+    _write_atomically(path, json.dumps(records, indent=2))
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
 
 
 def _heartbeat(path: Path, start: float, stop: threading.Event) -> None:
