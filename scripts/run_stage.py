@@ -7,7 +7,7 @@ its largest process in MiB (the larger of the attempts). Every attempt's seconds
 resumed stage shows all the time it took: a failed or interrupted (Ctrl-C) attempt is recorded when
 it ends, and one killed together with this script (SIGKILL, power loss) through the heartbeat file
 RUN/.stages/NAME.running, which holds the seconds so far and is added to the total on the next
-attempt. Exits with the command's status.
+attempt (such an attempt's peak memory is lost with it). Exits with the command's status.
 """
 
 from __future__ import annotations
