@@ -69,7 +69,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # 0 disables
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "no"  # no | fp16 | bf16 | auto (bf16 where the device computes it natively)
     ema_decay: float = 0.0  # 0 disables EMA weights
     seed: int = 0
     log_every: int = 10

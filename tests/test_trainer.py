@@ -178,3 +178,8 @@ def test_fused_adam_takes_the_same_steps_as_torch_default():
             opt.step()
             opt.zero_grad()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(model.parameters(), reference))
+
+
+def test_auto_mixed_precision_trains(tmp_path):
+    w = tokenizer_weights_after(tmp_path, "auto", mixed_precision="auto")
+    assert all(torch.isfinite(t).all() for t in w.values())

@@ -30,6 +30,7 @@ from lgvq.alignment.modules import (
     MaskedTextPredictor,
     VisualTokenEncoder,
 )
+from lgvq.devices import native_bf16
 from lgvq.text.encoder import TextFeatures
 
 TEXT_CONTEXTS = ("embeddings", "masked", "unmasked")
@@ -71,19 +72,6 @@ class LGVQConfig:
     keep_in_export: bool = True  # false: the saved tokenizer drops the alignment modules
     text_cache_dir: str | None = None  # on-disk text-feature cache; None = in memory only
     precompute_text: bool = True  # encode all training captions once before the first step
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 matmuls natively (CUDA with bf16 support; CPUs with
-    AVX512-BF16 or AMX, which oneDNN reports)."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # a private oneDNN query; absent in some builds
-            return False
-    return False
 
 
 def sample_mask_ratio(cfg: LGVQConfig) -> float:

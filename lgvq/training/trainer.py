@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lgvq.config import TrainConfig
+from lgvq.devices import resolve_mixed_precision
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.ema import build_ema, load_ema, save_ema
 from lgvq.training.optim import build_adam
@@ -123,8 +124,6 @@ def _move_batch(batch: dict, device: torch.device) -> dict:
 class Trainer:
     def __init__(self, task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, resume: str | None = None,
                  tracker_config: dict | None = None):
-        if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"train.mixed_precision must be no, fp16 or bf16, not {cfg.mixed_precision!r}")
         self.task, self.cfg = task, cfg
         self.run_dir = Path(run_dir)
         self.ckpt_root = self.run_dir / "checkpoints"
@@ -132,7 +131,8 @@ class Trainer:
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
         self.accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision, log_with="tensorboard", step_scheduler_with_optimizer=False,
+            mixed_precision=resolve_mixed_precision(cfg.mixed_precision), log_with="tensorboard",
+            step_scheduler_with_optimizer=False,
             project_config=ProjectConfiguration(project_dir=str(self.run_dir),
                                                 logging_dir=str(self.run_dir / "logs")))
         self.tracker_config = tracker_config or {}
