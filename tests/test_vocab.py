@@ -103,3 +103,21 @@ def test_build_vocab_without_nouns_is_a_clear_error(tmp_path):
         from lgvq.text.vocab import build_vocab
 
         build_vocab(["it is red"] * 20, tmp_path, min_count=1)
+
+
+def test_cache_pads_to_the_longest_caption_only_when_asked():
+    import torch
+
+    from lgvq.text.cache import TextFeatureCache
+    from lgvq.text.encoder import FrozenTextEncoder
+
+    cache = TextFeatureCache(FrozenTextEncoder("minilm", max_length=24))
+    texts = ["a red circle", "a large blue square to the left of a small yellow triangle"]
+    full, short = cache(texts), cache(texts, pad_to_longest=True)
+    n = int(short.mask.sum(1).max())
+    assert full.tokens.shape[1] == 24 and short.tokens.shape[1] == n < 24
+    assert torch.equal(full.tokens[:, :n], short.tokens) and not full.mask[:, n:].any()
+    # cached in length-sorted batches padded to their longest: the same features as padded to max_length
+    padded = cache.encoder.encode(texts)
+    real = padded.mask
+    assert torch.equal(real, full.mask) and torch.allclose(padded.tokens[real], full.tokens[real], atol=1e-5)

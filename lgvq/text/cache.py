@@ -37,9 +37,12 @@ class TextFeatureCache:
 
     def _fill(self, texts: list[str]) -> None:
         missing = list(dict.fromkeys(t for t in texts if t not in self.rows))
+        # batches of similar length, each padded only to its longest caption: rows keep their real
+        # tokens alone, and the encoder's work on padding (up to half of it on short captions) is saved
+        missing.sort(key=len)
         for i in range(0, len(missing), self.batch_size):
             chunk = missing[i:i + self.batch_size]
-            f = self.encoder.encode(chunk)
+            f = self.encoder.encode(chunk, pad_to_longest=True)
             for j, text in enumerate(chunk):
                 m = f.mask[j]
                 self.rows[text] = (f.input_ids[j][m].cpu(), f.tokens[j][m].float().cpu(), f.sentence[j].float().cpu())
@@ -56,10 +59,13 @@ class TextFeatureCache:
             self._fill(missing[i:i + self.batch_size])
         return len(missing)
 
-    def __call__(self, texts: list[str]) -> TextFeatures:
-        """Padded features (B, max_length, ...) for `texts`, on the CPU."""
+    def __call__(self, texts: list[str], pad_to_longest: bool = False) -> TextFeatures:
+        """Padded features (B, T, ...) for `texts`, on the CPU: T = the encoder's max_length, or
+        with `pad_to_longest` the longest of these texts (padding is masked, so the real tokens'
+        features are the same either way)."""
         self._fill(texts)
-        T, D = self.encoder.max_length, self.encoder.width
+        D = self.encoder.width
+        T = max(self.rows[t][0].shape[0] for t in texts) if pad_to_longest and texts else self.encoder.max_length
         pad = self.encoder.tokenizer.pad_token_id or 0
         ids = torch.full((len(texts), T), pad, dtype=torch.long)
         mask = torch.zeros(len(texts), T, dtype=torch.bool)

@@ -103,10 +103,11 @@ class FrozenTextEncoder(nn.Module):
         return set(self.tokenizer.all_special_ids)
 
     # -- encoding -----------------------------------------------------------------------------
-    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> input_ids (B, max_length), mask (B, max_length) bool; padded and truncated."""
-        enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+    def tokenize(self, texts: list[str], pad_to_longest: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> input_ids (B, T), mask (B, T) bool; truncated to max_length and padded to it
+        (T = max_length), or with `pad_to_longest` only to the batch's longest text."""
+        enc = self.tokenizer(list(texts), padding="longest" if pad_to_longest else "max_length", truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"].bool()
 
     @torch.no_grad()
@@ -121,7 +122,7 @@ class FrozenTextEncoder(nn.Module):
             sentence = tokens.sum(1) / mask.sum(1, keepdim=True).clamp_min(1)
         return TextFeatures(input_ids, mask, tokens, sentence)
 
-    def encode(self, texts: list[str]) -> TextFeatures:
-        ids, mask = self.tokenize(texts)
+    def encode(self, texts: list[str], pad_to_longest: bool = False) -> TextFeatures:
+        ids, mask = self.tokenize(texts, pad_to_longest)
         device = self.token_embedding_matrix().device
         return self(ids.to(device), mask.to(device))

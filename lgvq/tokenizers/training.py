@@ -129,7 +129,7 @@ class AlignmentText:
         if self.special.device != device:
             self.encoder.to(device)
             self.special = self.special.to(device)
-        feats = self.cache(captions).to(device)
+        feats = self.cache(captions, pad_to_longest=True).to(device)  # no work on padding columns
         maskable = feats.mask & ~torch.isin(feats.input_ids, self.special)
         encode_ids = self.encode_masked if self.cfg.mtp_text_context == "masked" else None
         return {"text": feats, "token_embeddings": self.encoder.token_embedding_matrix(), "maskable": maskable,
