@@ -13,8 +13,11 @@ window can be restarted from encoder outputs of the current batch (`dead_code_re
 Where new codes are drawn from (`restart_sampling`, also used by `data_init`): `uniform` picks
 batch features at random, so mostly the commonest content (on shapes, black background, which then
 splits into hundreds of near-identical codes); `error` picks them with probability proportional to
-their squared distance from the nearest code (k-means++ seeding: at init one by one, each draw
-against the codes chosen so far), so new codes go where the codebook reconstructs worst.
+their squared distance from the nearest code (k-means++ seeding: one by one, each draw against the
+live codes and those chosen so far), so new codes go where the codebook reconstructs worst. At a
+restart, once every feature of the batch lies on a code, the dead codes left over wait for the next
+restart: drawn all at once, they would pile onto the same few features as duplicates, and on 32 px
+shapes (512 features a batch, 2048 codes) half the codebook ended up as copies of other codes.
 
 CVQ (`online_clustering`, Zheng and Vedaldi's CVQ-VAE): every training step each code moves
 toward an anchor sampled among the batch's encoder features, by a weight that is ~1 for codes
@@ -46,6 +49,17 @@ class QuantizerOutput:
 
 def _dist_ready() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def _same_on_every_process(rows: torch.Tensor) -> torch.Tensor:
+    """Process 0's rows (n, d) on every process (n may differ between processes before the call)."""
+    if not _dist_ready():
+        return rows
+    count = torch.tensor(rows.shape[0], device=rows.device)
+    dist.broadcast(count, src=0)
+    out = rows if dist.get_rank() == 0 else rows.new_zeros(int(count), rows.shape[1])
+    dist.broadcast(out, src=0)
+    return out
 
 
 class VectorQuantizer(nn.Module):
@@ -168,15 +182,16 @@ class VectorQuantizer(nn.Module):
             return
         flat = z_e.reshape(-1, z_e.shape[-1])
         if self.restart_sampling == "error":
+            # k-means++ against the live codes, one pick at a time: each badly quantized feature
+            # gets one new code, and codes left over when every feature is covered stay dead until
+            # the next restart (drawn all at once they pile onto the same few features)
             live = self.codes()[~dead].float()
-            error = (self.distances(flat, live).min(1).values + flat.float().pow(2).sum(1)).clamp_min(0)
-            pick = sample_by_weight(error, n_dead)
+            error = torch.cdist(flat.float(), live, compute_mode="donot_use_mm_for_euclid_dist").pow(2).min(1).values
+            pick = kmeans_plus_plus(flat, n_dead, error, stop_when_covered=True)
         else:
             pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
-        new = flat[pick].to(self.codebook.weight.dtype)
-        if _dist_ready():
-            dist.broadcast(new, src=0)  # every process must restart to the same vectors
-        self.codebook.weight.data[dead] = new
+        new = _same_on_every_process(flat[pick].to(self.codebook.weight.dtype))
+        self.codebook.weight.data[dead.nonzero().flatten()[:len(new)]] = new
 
     @torch.no_grad()
     def _cluster_update(self, z_e: torch.Tensor, ids: torch.Tensor) -> None:
@@ -227,16 +242,28 @@ def sample_by_weight(weight: torch.Tensor, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def kmeans_plus_plus(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """k-means++ seeding: k row indices of `flat` (M, d), each drawn with probability proportional
-    to its squared distance from the rows drawn before (uniform once every distinct row is taken)."""
-    picks = [int(torch.randint(0, flat.shape[0], ()))]
-    nearest = (flat - flat[picks[0]]).pow(2).sum(1)
-    for _ in range(k - 1):
+def kmeans_plus_plus(flat: torch.Tensor, k: int, nearest: torch.Tensor | None = None,
+                     stop_when_covered: bool = False) -> torch.Tensor:
+    """k-means++ seeding: up to k row indices of `flat` (M, d), each drawn with probability
+    proportional to its squared distance from the nearest centre so far. `nearest` (M,) holds the
+    squared distances to existing centres (None: no centre yet, the first pick is uniform). Once
+    every distinct row is a centre, further picks are uniform, or with `stop_when_covered` none
+    are made (fewer than k indices come back)."""
+    flat = flat.float()
+    picks: list[int] = []
+    if nearest is None:
+        picks.append(int(torch.randint(0, flat.shape[0], ())))
+        nearest = (flat - flat[picks[0]]).pow(2).sum(1)
+    nearest = nearest.float().clone()
+    # "covered": within 1 % of the rows' typical norm of a centre (exact copies are at 0)
+    covered = 1e-4 * float(flat.pow(2).sum(1).mean())
+    while len(picks) < k:
+        if stop_when_covered and float(nearest.max()) <= covered:
+            break
         pick = int(sample_by_weight(nearest, 1))
         picks.append(pick)
         nearest = torch.minimum(nearest, (flat - flat[pick]).pow(2).sum(1))
-    return torch.tensor(picks, device=flat.device)
+    return torch.tensor(picks, dtype=torch.long, device=flat.device)
 
 
 @torch.no_grad()
