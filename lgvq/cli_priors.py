@@ -169,6 +169,7 @@ def cmd_evaluate_prior(args: argparse.Namespace) -> int:
     from lgvq.data.code_store import CodeStore
     from lgvq.evaluation.prior_eval import (
         evaluate_faithfulness,
+        mean_faithfulness,
         shapes_prompts,
         validation_nll,
     )
@@ -190,13 +191,32 @@ def cmd_evaluate_prior(args: argparse.Namespace) -> int:
     out_dir = run / "eval"
     if pipe.prior.config.conditioning == "text" and data.get("source") == "shapes":
         prompts = shapes_prompts(args.num_prompts, data["image_size"], data["seed"])
-        scored = evaluate_faithfulness(pipe, prompts, seed=args.seed, out_dir=out_dir / "samples",
-                                       **_sampling_overrides(args))
-        results["faithfulness"] = scored["faithfulness"]
-        (out_dir / "samples" / "scores.jsonl").write_text("\n".join(json.dumps(r) for r in scored["records"]) + "\n")
-        if not args.no_fid:
-            results["fid"] = _prior_fid(scored["images"], data, out_dir, args.inception_path, pipe.device)
+        seeds = _seeds(args)
+        results["seed"], per_seed = seeds[0], {}
+        for k, seed in enumerate(seeds):  # the first seed's images are kept in eval/samples
+            samples = out_dir / ("samples" if k == 0 else f"samples_seed{seed}")
+            scored = evaluate_faithfulness(pipe, prompts, seed=seed, out_dir=samples, **_sampling_overrides(args))
+            (samples / "scores.jsonl").write_text("\n".join(json.dumps(r) for r in scored["records"]) + "\n")
+            per_seed[str(seed)] = scored["faithfulness"]
+            if k == 0 and not args.no_fid:
+                results["fid"] = _prior_fid(scored["images"], data, out_dir, args.inception_path, pipe.device)
+        results["faithfulness"] = mean_faithfulness(list(per_seed.values()))
+        if len(seeds) > 1:
+            results["seeds"], results["faithfulness_per_seed"] = seeds, per_seed
     return _report(results, run / "model", args.out, "prior.json", format_prior_table)
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    """--seeds "0,1,2" (several sampling seeds, each over all prompts), else --seed."""
+    if not args.seeds:
+        return [args.seed]
+    try:
+        seeds = [int(s) for s in args.seeds.replace(",", " ").split()]
+    except ValueError:
+        raise UsageError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2 (got {args.seeds!r})") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds needs distinct seeds, e.g. 0,1,2 (got {args.seeds!r})")
+    return seeds
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -233,9 +253,13 @@ def format_prior_table(results: dict) -> str:
         lines += [f"| validation NLL (nats/token) | {v['nll']:.3f} |", f"| perplexity | {v['perplexity']:.1f} |"]
     if "faithfulness" in results:
         f = results["faithfulness"]
-        lines += [f"| faithfulness, one object ({f['count_one_object']}) | {f['one_object']:.1%} |",
-                  f"| faithfulness, two objects ({f['count_two_objects']}) | {f['two_objects']:.1%} |",
-                  f"| faithfulness, overall | {f['overall']:.1%} |"]
+        for seed, g in (results.get("faithfulness_per_seed") or {}).items():
+            lines.append(f"| faithfulness, seed {seed}, one / two objects | {g['one_object']:.1%} / "
+                         f"{g['two_objects']:.1%} |")
+        mean = f"mean of {len(results['seeds'])} seeds, " if results.get("seeds") else ""
+        lines += [f"| faithfulness, {mean}one object ({f['count_one_object']} prompts) | {f['one_object']:.1%} |",
+                  f"| faithfulness, {mean}two objects ({f['count_two_objects']} prompts) | {f['two_objects']:.1%} |",
+                  f"| faithfulness, {mean}overall | {f['overall']:.1%} |"]
     fid = results.get("fid") or {}
     if fid.get("value") is not None:
         lines.append(f"| FID ({fid['images']} images) | {fid['value']:.2f} |")
@@ -319,6 +343,8 @@ def add_parsers(sub) -> None:
     _sampling_args(v)
     v.add_argument("--store", help="code store with a validation/ split (default: the run's)")
     v.add_argument("--num-prompts", type=int, default=200)
+    v.add_argument("--seeds", help="several sampling seeds, e.g. 0,1,2: faithfulness per seed and their mean "
+                                   "(default: --seed alone)")
     v.add_argument("--limit", type=int, help="validation items for the NLL")
     v.add_argument("--inception-path", help="folder or file of clean-fid's inception-2015-12-05.pt")
     v.add_argument("--no-fid", action="store_true")

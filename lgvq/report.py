@@ -206,9 +206,15 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
                   f"| alignment | relation MSE | {_fmt(a.get('relation_mse'), '.4f')} |"]
     if p:
         v, f = p.get("validation") or {}, p.get("faithfulness") or {}
-        lines += [f"| prior | validation NLL (nats/token) | {_fmt(v.get('nll'))} |",
-                  f"| prior | faithfulness, one object | {_fmt(f.get('one_object'), '.1%')} |",
-                  f"| prior | faithfulness, two objects | {_fmt(f.get('two_objects'), '.1%')} |"]
+        lines.append(f"| prior | validation NLL (nats/token) | {_fmt(v.get('nll'))} |")
+        seeds = p.get("seeds") or [p.get("seed", 0)]
+        counts = f"{f.get('count_one_object', '?')} / {f.get('count_two_objects', '?')} prompts"
+        for seed, g in (p.get("faithfulness_per_seed") or {}).items():
+            lines.append(f"| prior | faithfulness, one / two objects, sampling seed {seed} ({counts}) | "
+                         f"{_fmt(g.get('one_object'), '.1%')} / {_fmt(g.get('two_objects'), '.1%')} |")
+        which = f"mean of seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"sampling seed {seeds[0]}"
+        lines += [f"| prior | faithfulness, one object ({which}; {counts}) | {_fmt(f.get('one_object'), '.1%')} |",
+                  f"| prior | faithfulness, two objects ({which}) | {_fmt(f.get('two_objects'), '.1%')} |"]
         fid = (p.get("fid") or {}).get("value")
         lines.append(f"| prior | FID | {_fmt(fid, '.2f')} |")
     c, q = report["captioning"], report["vqa"]

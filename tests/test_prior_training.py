@@ -165,6 +165,19 @@ def test_sample_complete_and_evaluate_cli(text_run, tmp_path, capsys):
     assert res["validation"]["perplexity"] > 1
 
 
+def test_evaluate_prior_over_several_sampling_seeds(text_run, capsys):
+    assert main(["evaluate-prior", "--prior", str(text_run), "--num-prompts", "4", "--no-fid", "--seeds", "3,5"]) == 0
+    res = json.loads((text_run / "eval" / "prior.json").read_text())
+    assert res["seeds"] == [3, 5] and set(res["faithfulness_per_seed"]) == {"3", "5"}
+    per_seed = [res["faithfulness_per_seed"][s]["overall"] for s in ("3", "5")]
+    assert res["faithfulness"]["overall"] == pytest.approx(sum(per_seed) / 2)
+    assert (text_run / "eval" / "samples" / "scores.jsonl").is_file()  # seed 3's images
+    assert (text_run / "eval" / "samples_seed5" / "scores.jsonl").is_file()
+    assert "seed 5, one / two objects" in capsys.readouterr().out
+    assert main(["evaluate-prior", "--prior", str(text_run), "--no-fid", "--seeds", "1,x"]) == 2
+    assert "--seeds takes whole numbers" in capsys.readouterr().err
+
+
 def test_completion_keeps_the_top_rows(text_run):
     pipe = load_pipeline(text_run, device="cpu")
     decoded = []

@@ -68,3 +68,10 @@ def evaluate_faithfulness(pipeline, prompts: list[str], seed: int = 0, out_dir: 
             im.save(out / f"{i:04d}.png")
         (out / "prompts.txt").write_text("\n".join(prompts) + "\n")
     return {"faithfulness": faithfulness(arrays, prompts), "records": records, "images": images}
+
+
+def mean_faithfulness(per_seed: list[dict]) -> dict:
+    """The mean of several seeds' `faithfulness` results (same prompts each time)."""
+    keys = ("one_object", "two_objects", "overall")
+    mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
+    return mean | {k: per_seed[0][k] for k in ("count_one_object", "count_two_objects")}
