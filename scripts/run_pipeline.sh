@@ -2,18 +2,20 @@
 # The main job: both stages on one dataset, then evaluation and a report.
 #
 #   scripts/run_pipeline.sh [--dataset shapes] [--tokenizer vqgan_lg] [--out runs/pipeline] [--num-processes 1]
-#                           [--num-prompts 200] [--stop-after tokenizer|prior|all]
+#                           [--num-prompts 200] [--sample-seeds 0,1,2] [--stop-after tokenizer|prior|all]
 #
-# --dataset: shapes (built in, sized for 2 CPU cores) or a paper preset, cub | celebahq | coco |
-# textcaps (configs/replicate/: 256 px, f = 16, the papers' settings; a GPU job), read from
-# data/NAME or DATA_DIR after scripts/convert_dataset.py. --tokenizer: vqgan | vqgan_lg | vqct |
-# vqct_lg | cvq | cvq_lg. --stop-after: end (with the report) once the tokenizer, or the prior,
-# is trained and evaluated.
+# --dataset: shapes (built in) or a paper preset, cub | celebahq | coco | textcaps
+# (configs/replicate/: 256 px, f = 16, the papers' settings; a GPU job), read from data/NAME or
+# DATA_DIR after scripts/convert_dataset.py. --tokenizer: vqgan | vqgan_lg | vqct | vqct_lg | cvq |
+# cvq_lg. --num-prompts / --sample-seeds: the prior's faithfulness is the mean over these sampling
+# seeds, each over the first N validation captions. --stop-after: end (with the report) once the
+# tokenizer, or the prior, is trained and evaluated.
 # Extra config overrides per stage (space-separated key=value) come from the environment:
 # TOKENIZER_OVERRIDES, PRIOR_OVERRIDES, HEAD_OVERRIDES (e.g. PRIOR_OVERRIDES="train.max_steps=500").
-# Stages: tokenizer -> evaluate tokenizer (+ alignment) -> encode the code store -> text-to-image
-# prior -> evaluate the prior (samples the validation prompts) -> captioning head -> VQA head
-# (each evaluated) -> report.md / report.json / plots.
+# Stages: tokenizer -> [encode the code store | evaluate the tokenizer (+ alignment)] -> [text-to-
+# image prior, its evaluation | captioning head, VQA head, each evaluated] -> report.md /
+# report.json / plots. Stages in [ | ] run side by side, each on half the CPU cores (SEQUENTIAL=1
+# runs them one after another); every stage's output is in OUT/logs/NAME.log.
 # Running it again skips finished stages (OUT/.stages/NAME.done) and resumes an interrupted
 # training stage from its last checkpoint. Each stage's wall time and peak memory go to
 # OUT/timings.json and OUT/peak_memory.json (scripts/run_stage.py), and into the report.
@@ -25,11 +27,12 @@ TOKENIZER=vqgan_lg
 OUT=runs/pipeline
 NPROC=1
 NUM_PROMPTS=200
+SAMPLE_SEEDS=0,1,2
 STOP_AFTER=all
 read -r -a TOKENIZER_EXTRA <<< "${TOKENIZER_OVERRIDES:-}"
 read -r -a PRIOR_EXTRA <<< "${PRIOR_OVERRIDES:-}"
 read -r -a HEAD_EXTRA <<< "${HEAD_OVERRIDES:-}"
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dataset) DATASET="$2"; shift 2 ;;
@@ -37,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --num-processes) NPROC="$2"; shift 2 ;;
     --num-prompts) NUM_PROMPTS="$2"; shift 2 ;;
+    --sample-seeds) SAMPLE_SEEDS="$2"; shift 2 ;;
     --stop-after) STOP_AFTER="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -107,42 +111,97 @@ fi
   && TOKENIZER_EXTRA+=("model.vqct_vocab=$OUT/vocab")
 [[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config "$LG_CONFIG")
 
-mkdir -p "$OUT/.stages"
-stage() {  # stage NAME COMMAND...: run once, record its wall time and peak memory
+mkdir -p "$OUT/.stages" "$OUT/logs"
+stage() {  # stage NAME COMMAND...: run once, record its wall time and peak memory, log to OUT/logs/NAME.log
   local name="$1"; shift
   if [[ -f "$OUT/.stages/$name.done" ]]; then
     echo "== $name: done already, skipped"
     return
   fi
-  echo "== $name"
-  python "$HERE/run_stage.py" "$OUT" "$name" "$@"
+  echo "== $name: started $(date +%H:%M:%S) (log: $OUT/logs/$name.log)"
+  # (status checked by hand: `set -e` does not apply inside a function called as `fn || ...`)
+  local status=0
+  if [[ -n "${LANE_QUIET:-}" ]]; then
+    python "$HERE/run_stage.py" "$OUT" "$name" "$@" > "$OUT/logs/$name.log" 2>&1 || status=$?
+  else
+    python "$HERE/run_stage.py" "$OUT" "$name" "$@" 2>&1 | tee "$OUT/logs/$name.log" || status=$?
+  fi
+  if [[ "$status" -ne 0 ]]; then
+    echo "== $name: FAILED (exit $status); the end of $OUT/logs/$name.log:" >&2
+    tail -n 20 "$OUT/logs/$name.log" >&2
+    return "$status"
+  fi
   touch "$OUT/.stages/$name.done"
+  echo "== $name: finished $(date +%H:%M:%S)"
 }
 
-if [[ "$TOKENIZER" == vqct* ]]; then
-  stage vocab lgvq build-vocab "${VOCAB_ARGS[@]}" --out "$OUT/vocab"
+# Two lanes of stages side by side when they do not depend on each other, each process on half
+# the CPU cores (two torch processes with default threads on the same cores slow each other down
+# many times over). The first lane shows its progress; the second writes only to its logs.
+CORES=$(python -c "import os; print(len(os.sched_getaffinity(0)))")
+side_by_side() {  # side_by_side "FUNCTION..." "FUNCTION...": run two lanes of stage functions
+  local first="$1" second="$2" status=0
+  if [[ "$NPROC" -gt 1 || "$CORES" -lt 2 || "${SEQUENTIAL:-0}" == 1 ]]; then
+    for fn in $first $second; do "$fn"; done
+    return
+  fi
+  local threads=$(( CORES / 2 ))
+  ( export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads LANE_QUIET=1
+    for fn in $second; do "$fn" || exit 1; done ) &
+  local pid=$!
+  ( export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+    for fn in $first; do "$fn" || exit 1; done ) || status=$?
+  wait "$pid" || status=$?
+  return "$status"
+}
+
+vocab() { stage vocab lgvq build-vocab "${VOCAB_ARGS[@]}" --out "$OUT/vocab"; }
+tokenizer() {
+  stage tokenizer "${LGVQ[@]}" train-tokenizer "${TOKENIZER_CONFIGS[@]}" --resume latest \
+    train.output_dir="$OUT/tokenizer" lgvq.text_cache_dir="$OUT/text_cache" "${TOKENIZER_EXTRA[@]}"
+}
+evaluate_tokenizer() { stage evaluate-tokenizer lgvq evaluate-tokenizer --model "$OUT/tokenizer/model" --no-fid; }
+evaluate_alignment() {
+  if [[ "$TOKENIZER" == *_lg ]]; then
+    stage evaluate-alignment lgvq evaluate-alignment --model "$OUT/tokenizer/model"
+  fi
+}
+encode() {
+  stage encode lgvq encode --tokenizer "$OUT/tokenizer/model" --out "$OUT/codes" "${ENCODE_ARGS[@]}" \
+    --text-cache-dir "$OUT/text_cache"
+}
+prior() {
+  stage prior "${LGVQ[@]}" train-prior --config "$PRIOR_CONFIG" --resume latest \
+    store="$OUT/codes" train.output_dir="$OUT/prior" "${PRIOR_EXTRA[@]}"
+}
+evaluate_prior() {
+  stage evaluate-prior lgvq evaluate-prior --prior "$OUT/prior" --num-prompts "$NUM_PROMPTS" --seeds "$SAMPLE_SEEDS"
+}
+captioner() {
+  if [[ -n "$CAPTIONER_CONFIG" ]]; then
+    stage captioner "${LGVQ[@]}" train-captioner --config "$CAPTIONER_CONFIG" --resume latest \
+      store="$OUT/codes" train.output_dir="$OUT/captioner" "${HEAD_EXTRA[@]}"
+    stage evaluate-captioner lgvq evaluate-head --model "$OUT/captioner" --limit "$NUM_PROMPTS"
+  fi
+}
+vqa() {
+  if [[ -n "$VQA_CONFIG" ]]; then
+    stage vqa "${LGVQ[@]}" train-vqa --config "$VQA_CONFIG" --resume latest \
+      store="$OUT/codes" train.output_dir="$OUT/vqa" "${HEAD_EXTRA[@]}"
+    stage evaluate-vqa lgvq evaluate-head --model "$OUT/vqa"
+  fi
+}
+
+[[ "$TOKENIZER" == vqct* ]] && vocab
+tokenizer
+if [[ "$STOP_AFTER" == tokenizer ]]; then
+  side_by_side "evaluate_tokenizer" "evaluate_alignment"
+  lgvq report --run "$OUT"; exit 0
 fi
-stage tokenizer "${LGVQ[@]}" train-tokenizer "${TOKENIZER_CONFIGS[@]}" --resume latest \
-  train.output_dir="$OUT/tokenizer" lgvq.text_cache_dir="$OUT/text_cache" "${TOKENIZER_EXTRA[@]}"
-stage evaluate-tokenizer lgvq evaluate-tokenizer --model "$OUT/tokenizer/model" --no-fid
-if [[ "$TOKENIZER" == *_lg ]]; then
-  stage evaluate-alignment lgvq evaluate-alignment --model "$OUT/tokenizer/model"
+side_by_side "encode" "evaluate_tokenizer evaluate_alignment"
+if [[ "$STOP_AFTER" == prior ]]; then
+  prior; evaluate_prior
+  lgvq report --run "$OUT"; exit 0
 fi
-if [[ "$STOP_AFTER" == tokenizer ]]; then lgvq report --run "$OUT"; exit 0; fi
-stage encode lgvq encode --tokenizer "$OUT/tokenizer/model" --out "$OUT/codes" "${ENCODE_ARGS[@]}" \
-  --text-cache-dir "$OUT/text_cache"
-stage prior "${LGVQ[@]}" train-prior --config "$PRIOR_CONFIG" --resume latest \
-  store="$OUT/codes" train.output_dir="$OUT/prior" "${PRIOR_EXTRA[@]}"
-stage evaluate-prior lgvq evaluate-prior --prior "$OUT/prior" --num-prompts "$NUM_PROMPTS"
-if [[ "$STOP_AFTER" == prior ]]; then lgvq report --run "$OUT"; exit 0; fi
-if [[ -n "$CAPTIONER_CONFIG" ]]; then
-  stage captioner "${LGVQ[@]}" train-captioner --config "$CAPTIONER_CONFIG" --resume latest \
-    store="$OUT/codes" train.output_dir="$OUT/captioner" "${HEAD_EXTRA[@]}"
-  stage evaluate-captioner lgvq evaluate-head --model "$OUT/captioner" --limit "$NUM_PROMPTS"
-fi
-if [[ -n "$VQA_CONFIG" ]]; then
-  stage vqa "${LGVQ[@]}" train-vqa --config "$VQA_CONFIG" --resume latest \
-    store="$OUT/codes" train.output_dir="$OUT/vqa" "${HEAD_EXTRA[@]}"
-  stage evaluate-vqa lgvq evaluate-head --model "$OUT/vqa"
-fi
+side_by_side "prior evaluate_prior" "captioner vqa"
 lgvq report --run "$OUT"

@@ -74,17 +74,21 @@ def test_stage_killed_with_its_runner_still_counts_its_time(tmp_path):
 def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     out = tmp_path / "pipe"
     failed = run_script(out, TINY_PRIOR + " train.bogus_key=1")
-    assert failed.returncode != 0 and "bogus_key" in failed.stderr
+    assert failed.returncode != 0 and "bogus_key" in failed.stderr and "== prior: FAILED" in failed.stderr
     done = sorted(p.stem for p in (out / ".stages").glob("*.done"))
-    assert done == ["encode", "evaluate-alignment", "evaluate-tokenizer", "tokenizer"]
+    # the heads' lane ran beside the prior's and finished; the prior's stages did not
+    assert done == ["captioner", "encode", "evaluate-alignment", "evaluate-captioner", "evaluate-tokenizer",
+                    "evaluate-vqa", "tokenizer", "vqa"]
+    assert (out / "logs" / "vqa.log").is_file() and "bogus_key" in (out / "logs" / "prior.log").read_text()
     stamp = (out / "tokenizer" / "model" / "config.json").stat().st_mtime_ns
 
     again = run_script(out)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "== tokenizer: done already, skipped" in again.stdout
+    assert "== tokenizer: done already, skipped" in again.stdout and "== vqa: done already, skipped" in again.stdout
     assert (out / "tokenizer" / "model" / "config.json").stat().st_mtime_ns == stamp  # not redone
     report = json.loads((out / "report.json").read_text())
     assert report["tokenizer"]["psnr"] > 0 and report["prior"]["faithfulness"]["overall"] >= 0
+    assert report["prior"]["seeds"] == [0, 1, 2] and len(report["prior"]["faithfulness_per_seed"]) == 3
     assert "CIDEr-D" in report["captioning"] and "colour" in report["vqa"]["per_type"]
     assert set(json.loads((out / "timings.json").read_text())) >= {"tokenizer", "encode", "prior", "captioner", "vqa"}
     peak_memory = json.loads((out / "peak_memory.json").read_text())
@@ -147,7 +151,7 @@ def test_compare_script_runs_vqct_with_lgvq_end_to_end(tmp_path):
     env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER, "PRIOR_OVERRIDES": TINY_PRIOR,
                         "HEAD_OVERRIDES": TINY_HEAD}
     done = subprocess.run([str(REPO / "scripts" / "compare_tokenizers.sh"), "--root", str(tmp_path),
-                           "--tokenizers", "vqct_lg", "--seeds", "0"], cwd=REPO, env=env, capture_output=True,
+                           "--tokenizers", "vqct_lg", "--seeds", "0", "--num-prompts", "8"], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "vqct_lg" / "seed0" / "report.json").read_text())
