@@ -89,13 +89,13 @@ def sizes(smoke: bool) -> dict:
                 "seq": 16, "text_length": 8, "batch": 4, "max_batch": 16, "repeats": 2,
                 "sample_batches": (1, 4), "tokenizers": {"papers' f = 16": ["model.ch=16", "model.ch_mult=[1,2]",
                                                                              "model.z_channels=8", "model.embed_dim=8",
-                                                                             "model.codebook_size=32",
+                                                                             "model.quantizer.codebook_size=32",
                                                                              "model.attn_resolutions=[]",
                                                                              "model.num_res_blocks=1",
                                                                              "model.norm_groups=8",
                                                                              "data.image_size=32", "loss.disc_ndf=8"],
                                                           "shapes preset": ["data.image_size=32", "model.ch=8",
-                                                                            "model.codebook_size=32"]},
+                                                                            "model.quantizer.codebook_size=32"]},
                 "tokenizer_batch": 2}
     return {"priors": {"large": dict(dim=768, depth=12, heads=12), "shapes preset": dict(dim=192, depth=4, heads=4,
                                                                                          text_layers=2)},
@@ -178,7 +178,7 @@ def prior_training(s: dict, device, peak: float | None, smoke: bool) -> dict:
         rows = {}
         for mode, compiled in (("eager", False), ("compiled", True)):
             if compiled and device.type != "cuda":
-                continue  # torch.compile is timed on GPUs (its CPU path pays nothing here, see README)
+                continue  # torch.compile is timed on GPUs (on a CPU it gave nothing here: docs/results.md)
             prior = build_prior(shape, s["seq"], s["text_length"], device)
             row: dict = {}
             with peak_memory(device, row):
@@ -301,7 +301,7 @@ def pipeline(device, timeout: float, smoke: bool, tmp: Path) -> dict:
     if smoke:  # a toy tokenizer stage: the script's plumbing and its records, in seconds
         args += ["--stop-after", "tokenizer"]
         env["TOKENIZER_OVERRIDES"] = ("data.num_train=16 data.num_val=8 data.image_size=32 model.ch=8 "
-                                      "model.codebook_size=32 lgvq.visual_width=16 train.max_steps=2 "
+                                      "model.quantizer.codebook_size=32 lgvq.visual_width=16 train.max_steps=2 "
                                       "train.batch_size=4 train.checkpoint_every=2 train.sample_every=0")
     start = time.monotonic()
     try:

@@ -24,6 +24,7 @@ from torch import nn
 
 from lgvq.priors.model import Condition, PriorTransformer
 from lgvq.priors.sampling import generate
+from lgvq.tokenizers.config import quantizer_dict
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.training.optim import build_adam
 
@@ -150,7 +151,7 @@ def main() -> None:
 
     # the papers' stage one: 256 px, f = 16, 16 x 16 tokens, 1024 codes
     tok = VQTokenizer(resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
-                      z_channels=256, embed_dim=256, codebook_size=1024).to(device).eval()
+                      z_channels=256, embed_dim=256, quantizer_config=quantizer_dict(codebook_size=1024)).to(device).eval()
     h, w = tok.token_shape
     torch.manual_seed(0)
     prior = PriorTransformer(vocab_size=tok.vocab_size, seq_len=h * w, conditioning="text", text_width=TEXT_WIDTH,

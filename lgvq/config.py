@@ -11,26 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lgvq.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit the schema."""
 
 
 @dataclass
 class DataConfig:
     """Where images and captions come from and how they are prepared."""
 
-    source: str = "shapes"  # shapes | folder | hub
+    source: Literal["shapes", "folder", "hub"] = "shapes"
     path: str | None = None  # folder path (source=folder) or hub dataset id (source=hub)
     image_size: int = 64
     # shapes only
@@ -48,7 +47,7 @@ class DataConfig:
     shuffle_buffer: int = 1000  # streaming shuffle buffer
     # preprocessing
     resize: int | None = None  # shorter side before the crop; None = image_size
-    crop: str = "center"  # center | random | none
+    crop: Literal["center", "random", "none"] = "center"
     flip: bool = False  # horizontal flips; note they swap left/right in relation captions
     strict: bool = False  # an unreadable image is an error instead of being skipped and counted
     num_workers: int = 0
@@ -66,10 +65,10 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    schedule: str = "cosine"  # cosine | constant
+    schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # 0 disables
-    mixed_precision: str = "no"  # no | fp16 | bf16 | auto (bf16 where the device computes it natively)
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"  # auto: bf16 where the device computes it natively
     ema_decay: float = 0.0  # 0 disables EMA weights
     seed: int = 0
     log_every: int = 10
@@ -77,7 +76,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     num_threads: int = 0  # torch CPU threads per process; 0 = torch's default
-    compile: bool = False  # torch.compile the trained modules' forward (pays off on GPUs; see README)
+    compile: bool = False  # torch.compile the trained modules' forward (pays off on GPUs; docs/results.md)
 
 
 def _schema_keys(schema: type) -> dict[str, Any]:
@@ -94,16 +93,33 @@ def _nested_schema(f: dataclasses.Field) -> type | None:
     return t if dataclasses.is_dataclass(t) else None
 
 
+def _choices(schema: type, name: str) -> tuple | None:
+    """The allowed values of a `Literal[...]` field, else None."""
+    hint = typing.get_type_hints(schema).get(name)
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+
+
 def check_keys(schema: type, values: dict, prefix: str = "") -> None:
-    """Raise ConfigError for any key of `values` that `schema` does not define."""
+    """Raise ConfigError for any key of `values` that `schema` does not define, and for a value
+    outside a field's `Literal` choices; both name the closest valid names."""
     fields = _schema_keys(schema)
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.5)
+            # one level down too: model.codebook_size -> model.quantizer.codebook_size
+            names = list(fields) + [f"{k}.{sub}" for k, f in fields.items() if (n := _nested_schema(f))
+                                    for sub in _schema_keys(n)]
+            close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
+            close = close or [n for n in names if n.rsplit(".", 1)[-1] == key]
             hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
             valid = ", ".join(prefix + k for k in fields)
             raise ConfigError(f"unknown config key '{full}'{hint} Valid keys here: {valid}")
+        choices = _choices(schema, key)
+        if choices and value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"config key '{full}' is {value!r}{hint} It must be one of: "
+                              f"{', '.join(map(str, choices))}")
         nested = _nested_schema(fields[key])
         if nested is not None and isinstance(value, dict):
             check_keys(nested, value, prefix=f"{full}.")
@@ -133,14 +149,20 @@ def load_config(schema: type[T], path: str | Path | list[str | Path] | None = No
     for p in map(Path, paths):
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(data).__name__}")
         layers.append((str(p), data))
     if overrides:
         layers.append(("command line", _dotlist_to_dict(overrides)))
+    upgrade = getattr(schema, "upgrade_legacy", None)  # a schema that renamed keys reads the old names
     merged = OmegaConf.structured(schema)
     for origin, data in layers:
+        if upgrade is not None:
+            data = upgrade(data)
         try:
             check_keys(schema, data)
         except ConfigError as e:

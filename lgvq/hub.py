@@ -12,9 +12,7 @@ from pathlib import Path
 
 from diffusers import ModelMixin
 
-
-class WrongModelKindError(ValueError):
-    """A folder holds another kind of model than the one being loaded."""
+from lgvq.errors import InputFileError, WrongModelKindError
 
 
 def saved_class_name(path: str | Path) -> str | None:
@@ -37,7 +35,7 @@ class LgvqModelMixin(ModelMixin):
         path = Path(pretrained_model_name_or_path)
         if path.exists():
             if not (path / "config.json").is_file():
-                raise FileNotFoundError(f"{path} holds no config.json: it is not a saved lgvq model folder "
+                raise InputFileError(f"{path} holds no config.json: it is not a saved lgvq model folder "
                                         f"(expected config.json + *.safetensors written by save_pretrained)")
             found = saved_class_name(path)
             if found != cls.__name__:

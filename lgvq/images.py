@@ -1,14 +1,39 @@
-"""Saving image grids (previews, samples, reports)."""
+"""Image files in and out: reading the user's images for a model, writing generated images,
+and grids (previews, samples, reports).
+
+    pixels = load_images(["a.png", "b.jpg"], size=64)     # (2, 3, 64, 64) in [-1, 1]
+    save_samples(images, "out/", captions)                 # out/0000.png ..., prompts.txt, grid.png
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from lgvq.data.transforms import to_uint8
+from lgvq.data.transforms import to_tensor, to_uint8
+from lgvq.errors import DataError, InputFileError
+
+
+def load_image(image: str | Path | Image.Image, size: int) -> torch.Tensor:
+    """A file (or PIL image), resized to size x size -> (3, size, size) in [-1, 1]."""
+    if isinstance(image, Image.Image):
+        return to_tensor(np.array(image.convert("RGB").resize((size, size), Image.BICUBIC)))
+    try:
+        with Image.open(image) as im:
+            return to_tensor(np.array(im.convert("RGB").resize((size, size), Image.BICUBIC)))
+    except FileNotFoundError as e:
+        raise InputFileError(f"image {image} not found") from e
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"cannot read image {image}: {e}") from e
+
+
+def load_images(images: Sequence[str | Path | Image.Image], size: int) -> torch.Tensor:
+    """Several images -> (B, 3, size, size) in [-1, 1]."""
+    return torch.stack([load_image(image, size) for image in images])
 
 
 def grid(rows: list[torch.Tensor], pad: int = 2) -> np.ndarray:
@@ -31,3 +56,21 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, scale: int = 1) -> Pat
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     img.save(path)
     return path
+
+
+def save_samples(images: Sequence[Image.Image], out: str | Path, captions: Sequence[str] | None = None,
+                 per_row: int = 8) -> Path:
+    """NNNN.png per image, prompts.txt (line i = the prompt of image i) and grid.png (`per_row`
+    images a row, the last row padded with black)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        im.save(out / f"{i:04d}.png")
+    if captions is not None:
+        (out / "prompts.txt").write_text("\n".join(captions) + "\n")
+    pixels = torch.stack([to_tensor(np.array(im.convert("RGB"))) for im in images])
+    per_row = min(len(images), per_row)
+    rows = [pixels[i:i + per_row] for i in range(0, len(images), per_row)]
+    if len(rows) > 1 and rows[-1].shape[0] < per_row:
+        rows[-1] = torch.cat([rows[-1], -torch.ones(per_row - rows[-1].shape[0], *rows[-1].shape[1:])])
+    return save_grid(rows, out / "grid.png", scale=2)

@@ -12,21 +12,22 @@ top part is kept (`pipe.complete(image, keep_top=0.5)`).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
+from lgvq.config import load_config
 from lgvq.data.transforms import to_uint8
+from lgvq.devices import resolve_device
+from lgvq.errors import InputFileError, PromptError
+from lgvq.images import load_image
+from lgvq.priors.config import PriorRunConfig, SampleConfig
 from lgvq.priors.model import Condition, PriorTransformer
 from lgvq.priors.sampling import generate
-from lgvq.priors.training import prior_run_model_dir
+from lgvq.runs import RunDir, model_dir
 from lgvq.tokenizers.model import VQTokenizer
-
-
-class PromptError(ValueError):
-    """A sampling request that this prior cannot meet."""
 
 
 class PriorPipeline:
@@ -37,11 +38,10 @@ class PriorPipeline:
         if self.conditioning is not None and prior.config.conditioning != self.conditioning:
             raise PromptError(f"this prior is {prior.config.conditioning}-conditional; use "
                               f"{PIPELINES[prior.config.conditioning].__name__} (or load_pipeline)")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.prior = prior.to(self.device).eval()
         self.tokenizer = tokenizer.to(self.device).eval()
-        self.defaults = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "cfg_scale": 3.0, "batch_size": 50}
-        self.defaults |= sample_defaults or {}
+        self.defaults = asdict(SampleConfig()) | (sample_defaults or {})
         h, w = prior.config.token_shape
         if tuple(tokenizer.token_shape) != (h, w) or tokenizer.vocab_size != prior.config.vocab_size:
             raise PromptError(f"the tokenizer ({tokenizer.token_shape}, {tokenizer.vocab_size} codes) does not "
@@ -51,13 +51,13 @@ class PriorPipeline:
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device | None = None):
         """A prior run folder: RUN/model (prior), RUN/tokenizer, RUN/config.yaml (sampling defaults)."""
-        run_dir = Path(run_dir)
-        prior = PriorTransformer.from_pretrained(prior_run_model_dir(run_dir))
-        tok_dir = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else run_dir.parent / "tokenizer"
+        run = RunDir.of(run_dir)
+        prior = PriorTransformer.from_pretrained(model_dir(run_dir))
+        tok_dir = run.tokenizer
         if not tok_dir.is_dir():
-            raise FileNotFoundError(f"no tokenizer beside the prior in {run_dir} (expected {run_dir}/tokenizer)")
+            raise InputFileError(f"no tokenizer beside the prior in {run.root} (expected {tok_dir})")
         tokenizer = VQTokenizer.from_pretrained(tok_dir)
-        defaults = _sample_defaults(run_dir)
+        defaults = _sample_defaults(run)
         target = cls if cls is not PriorPipeline else PIPELINES[prior.config.conditioning]
         return target(prior, tokenizer, defaults, device)
 
@@ -93,11 +93,7 @@ class PriorPipeline:
         """Keep the top `keep_top` of the image's token rows and sample the rest."""
         if not 0 <= keep_top < 1:
             raise PromptError(f"keep_top must be in [0, 1), not {keep_top}")
-        if isinstance(image, (str, Path)):
-            image = Image.open(image)
-        size = self.tokenizer.config.resolution
-        pixels = torch.from_numpy(np.array(image.convert("RGB").resize((size, size), Image.BICUBIC)))
-        pixels = (pixels.permute(2, 0, 1).float() / 127.5 - 1)[None].to(self.device)
+        pixels = load_image(image, self.tokenizer.config.resolution)[None].to(self.device)
         with torch.no_grad():
             ids = self.tokenizer.encode(pixels).reshape(1, -1)
         h, w = self.prior.config.token_shape
@@ -190,13 +186,6 @@ def _slice_condition(cond: Condition, a: int, b: int) -> Condition:
     return Condition(part(cond.labels), part(cond.text), part(cond.text_mask), b - a)
 
 
-def _sample_defaults(run_dir: Path) -> dict:
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        return {}
-    from dataclasses import asdict
-
-    from lgvq.config import load_config
-    from lgvq.priors.config import PriorRunConfig
-
-    return asdict(load_config(PriorRunConfig, config).sample)
+def _sample_defaults(run: RunDir) -> dict:
+    """The run's `sample` section (RUN/config.yaml), else the defaults."""
+    return asdict(load_config(PriorRunConfig, run.config).sample) if run.config.is_file() else {}

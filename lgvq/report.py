@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-PLOTS = "plots"
+from lgvq.errors import InputFileError
+from lgvq.runs import PipelineDir, StoreDir
 
 
 def _read(path: Path) -> dict | None:
@@ -50,9 +51,10 @@ def plot_losses(run: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("tokenizer", run / "tokenizer" / "logs", ["rec", "vq", "gsa", "mtp", "ras", "d_loss"]),
-              ("prior", run / "prior" / "logs", ["loss"]),
-              ("captioning head", run / "captioner" / "logs", ["loss"]), ("VQA head", run / "vqa" / "logs", ["loss"])]
+    p = PipelineDir(run)
+    panels = [("tokenizer", p.tokenizer.logs, ["rec", "vq", "gsa", "mtp", "ras", "d_loss"]),
+              ("prior", p.prior.logs, ["loss"]),
+              ("captioning head", p.captioner.logs, ["loss"]), ("VQA head", p.vqa.logs, ["loss"])]
     panels = [(name, d, tags, _scalars(d, tags)) for name, d, tags in panels if d.is_dir()]
     panels = [p for p in panels if p[3]]
     if not panels:
@@ -80,7 +82,7 @@ def plot_code_usage(store: Path, vocab_size: int, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tokens_file = store / "train" / "tokens.npy"
+    tokens_file = StoreDir(store).split("train") / "tokens.npy"
     if not tokens_file.is_file():
         return None
     tokens = np.load(tokens_file, mmap_mode="r")
@@ -151,30 +153,31 @@ def _fmt(value, spec: str = ".3f") -> str:
 
 def build_report(run: str | Path) -> Path:
     run = Path(run)
-    plots = run / PLOTS
+    p = PipelineDir(run)
+    plots = p.plots
     plots.mkdir(parents=True, exist_ok=True)
-    tok_eval = _read(run / "tokenizer" / "eval" / "tokenizer.json")
-    align_eval = _read(run / "tokenizer" / "eval" / "alignment.json")
-    prior_eval = _read(run / "prior" / "eval" / "prior.json")
-    timings = _read(run / "timings.json") or {}
-    peak_memory = _read(run / "peak_memory.json") or {}
+    tok_eval = _read(p.tokenizer.eval_file("tokenizer"))
+    align_eval = _read(p.tokenizer.eval_file("alignment"))
+    prior_eval = _read(p.prior.eval_file("prior"))
+    timings = _read(p.timings) or {}
+    peak_memory = _read(p.peak_memory) or {}
     report = {"tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval,
-              "captioning": _read(run / "captioner" / "eval" / "head.json"),
-              "vqa": _read(run / "vqa" / "eval" / "head.json"), "timings_s": timings,
+              "captioning": _read(p.captioner.eval_file("head")),
+              "vqa": _read(p.vqa.eval_file("head")), "timings_s": timings,
               "peak_memory_mb": peak_memory}
     figures = {
         "losses": plot_losses(run, plots / "losses.png"),
-        "code_usage": plot_code_usage(run / "codes", (tok_eval or {}).get("codebook_size", 0) or 1,
+        "code_usage": plot_code_usage(p.codes.root, (tok_eval or {}).get("codebook_size", 0) or 1,
                                       plots / "code_usage.png"),
-        "samples": plot_samples(run / "prior" / "eval" / "samples", plots / "samples.png"),
+        "samples": plot_samples(p.prior.eval_samples(), plots / "samples.png"),
     }
-    recon = _latest(run / "tokenizer" / "samples", "step-*.png")
+    recon = _latest(p.tokenizer.samples, "step-*.png")
     if recon is not None:
         figures["reconstructions"] = recon
     report["figures"] = {k: str(v.relative_to(run)) if v else None for k, v in figures.items()}
-    (run / "report.json").write_text(json.dumps(report, indent=2))
-    (run / "report.md").write_text(_markdown(report, timings, peak_memory))
-    return run / "report.md"
+    p.report_json.write_text(json.dumps(report, indent=2))
+    p.report_md.write_text(_markdown(report, timings, peak_memory))
+    return p.report_md
 
 
 def _gigabytes(mib: float | None) -> str:
@@ -287,6 +290,6 @@ def compare_table(root: str | Path) -> str:
                 cells.append(f"{fmt.format(values.mean())} ± {fmt.format(values.std(ddof=1))}")
         rows.append(f"| {tok_dir.name} | {len(reports)} | " + " | ".join(cells) + " |")
     if not rows:
-        raise FileNotFoundError(f"no ROOT/TOKENIZER/seed*/report.json under {root}")
+        raise InputFileError(f"no ROOT/TOKENIZER/seed*/report.json under {root}")
     head = "| tokenizer | seeds | " + " | ".join(name for name, _, _ in COMPARE_METRICS) + " |"
     return "\n".join([head, "|" + " --- |" * (len(COMPARE_METRICS) + 2), *rows])

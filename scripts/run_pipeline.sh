@@ -108,7 +108,7 @@ fi
 
 [[ "$TOKENIZER" == cvq* ]] && TOKENIZER_CONFIGS+=(--config "$CVQ_CONFIG")
 [[ "$TOKENIZER" == vqct* ]] && TOKENIZER_CONFIGS+=(--config "$VQCT_CONFIG") \
-  && TOKENIZER_EXTRA+=("model.vqct_vocab=$OUT/vocab")
+  && TOKENIZER_EXTRA+=("model.quantizer.vqct.vocab=$OUT/vocab")
 [[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config "$LG_CONFIG")
 
 mkdir -p "$OUT/.stages" "$OUT/logs"

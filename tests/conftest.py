@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lgvq.tokenizers.config import quantizer_dict
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -18,8 +20,9 @@ TINY_TOKENIZER = {
     "name": "tiny",
     "data": {"source": "shapes", "image_size": 32, "num_train": 64, "num_val": 16},
     "model": {"ch": 16, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "z_channels": 16,
-              "embed_dim": 16, "norm_groups": 8, "codebook_size": 64, "codebook_dim": 4, "l2_norm": True,
-              "usage_window": 4, "dead_code_restart": True, "restart_every": 2},
+              "embed_dim": 16, "norm_groups": 8,
+              "quantizer": {"codebook_size": 64, "codebook_dim": 4, "l2_norm": True, "usage_window": 4,
+                            "dead_code_restart": True, "restart_every": 2}},
     "loss": {"rec_loss": "l1", "disc_weight": 0.8, "disc_start": 2, "disc_ndf": 8, "disc_layers": 2},
     "train": {"max_steps": 6, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "log_every": 2,
               "sample_every": 3, "checkpoint_every": 2, "keep_checkpoints": 2, "num_threads": 1},
@@ -49,8 +52,9 @@ def fresh_accelerate_state():
 
 
 TINY_TOKENIZER_MODEL = dict(resolution=32, ch=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1, attn_resolutions=(),
-                            z_channels=16, embed_dim=16, norm_groups=8, codebook_size=64, codebook_dim=4,
-                            l2_norm=True)  # 4 x 4 = 16 tokens per image
+                            z_channels=16, embed_dim=16, norm_groups=8,
+                            quantizer_config=quantizer_dict(codebook_size=64, codebook_dim=4, l2_norm=True))
+# (4 x 4 = 16 tokens per image)
 
 SHAPES_DATA = {"source": "shapes", "image_size": 32, "num_train": 48, "num_val": 12}
 

@@ -9,6 +9,7 @@ from lgvq.alignment.lgvq import LGVQAlignment, LGVQConfig, exact_word_mask
 from lgvq.alignment.losses import gsa_loss, mtp_loss, ras_loss
 from lgvq.text.cache import TextFeatureCache
 from lgvq.text.encoder import FrozenTextEncoder
+from lgvq.tokenizers.config import quantizer_dict
 from lgvq.tokenizers.model import VQTokenizer
 
 
@@ -96,7 +97,7 @@ def test_alignment_gradients_reach_the_encoder_and_not_the_frozen_text_model(min
     spec = {"method": "lgvq", "config": vars(cfg), "text_width": minilm.width,
             "sentence_width": minilm.sentence_width, "vocab_size": minilm.vocab_size}
     tok = VQTokenizer(resolution=16, ch=16, ch_mult=(1, 2), attn_resolutions=(), z_channels=8, embed_dim=8,
-                      norm_groups=8, codebook_size=16, alignment=spec).train()
+                      norm_groups=8, quantizer_config=quantizer_dict(codebook_size=16), alignment=spec).train()
     captions = ["a small red circle", "a large blue square above a small red triangle"]
     feats = TextFeatureCache(minilm)(captions)
     special = torch.tensor(sorted(minilm.special_token_ids()))
@@ -255,7 +256,7 @@ def test_probe_mode_gives_no_language_gradient_to_the_tokenizer(minilm):
     spec = {"method": "lgvq", "config": vars(cfg), "text_width": minilm.width,
             "sentence_width": minilm.sentence_width, "vocab_size": minilm.vocab_size}
     tok = VQTokenizer(resolution=16, ch=16, ch_mult=(1, 2), attn_resolutions=(), z_channels=8, embed_dim=8,
-                      norm_groups=8, codebook_size=16, alignment=spec).train()
+                      norm_groups=8, quantizer_config=quantizer_dict(codebook_size=16), alignment=spec).train()
     feats = TextFeatureCache(minilm)(["a red circle", "a blue square"])
     out = tok(torch.rand(2, 3, 16, 16) * 2 - 1, {"text": feats, "token_embeddings": minilm.token_embedding_matrix(),
                                                   "maskable": feats.mask})

@@ -38,3 +38,38 @@ def test_export_shapes_cli(tmp_path):
     assert main(["data", "export-shapes", "--out", str(tmp_path / "s"), "--num", "4", "--num-val", "2"]) == 0
     assert len(list((tmp_path / "s" / "train").glob("*.png"))) == 4
     assert len((tmp_path / "s" / "validation" / "metadata.jsonl").read_text().splitlines()) == 2
+
+
+def test_user_errors_print_one_line_and_bugs_keep_their_traceback(tiny_config, tmp_path, monkeypatch, capsys):
+    """A project error (here an out-of-choice config value, a YAML syntax error) is one line on
+    stderr and exit 2; any other exception is a bug and propagates with its traceback."""
+    import pytest
+
+    assert main(["train-tokenizer", "--config", str(tiny_config), "model.quantizer.kind=vqtc"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean vqct?" in err and "Traceback" not in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [max_steps: 3\n")
+    assert main(["train-tokenizer", "--config", str(broken)]) == 2
+    assert f"config file {broken} is not valid YAML" in capsys.readouterr().err
+
+    from lgvq.cli import tokenizer as tokenizer_verbs
+
+    def bug(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(tokenizer_verbs, "cmd_train_tokenizer", bug)
+    with pytest.raises(KeyError):
+        main(["train-tokenizer", "--config", str(tiny_config)])
+
+
+def test_every_verb_help_shows_the_defaults(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["evaluate-prior", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 200)" in out and "--seeds" in out
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    assert "prompts.txt" in capsys.readouterr().out

@@ -28,7 +28,7 @@ def test_unknown_section_and_file_key(tmp_path):
     bad.write_text("model:\n  codebok_size: 12\n")
     with pytest.raises(ConfigError) as e:
         load_config(TokenizerRunConfig, bad)
-    assert str(bad) in str(e.value) and "model.codebook_size" in str(e.value)
+    assert str(bad) in str(e.value) and "did you mean model.quantizer.codebook_size" in str(e.value)
 
 
 def test_wrong_type_names_key():
@@ -37,7 +37,7 @@ def test_wrong_type_names_key():
 
 
 def test_resolved_config_round_trips(tmp_path):
-    cfg = load_config(TokenizerRunConfig, None, ["train.max_steps=7", "model.codebook_dim=4"])
+    cfg = load_config(TokenizerRunConfig, None, ["train.max_steps=7", "model.quantizer.codebook_dim=4"])
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(TokenizerRunConfig, tmp_path / "config.yaml")
     assert again == cfg
@@ -57,7 +57,7 @@ def test_every_shipped_tokenizer_config_loads(path):
 @pytest.mark.parametrize("overlay", sorted((REPO / "configs" / "lgvq").glob("*.yaml")), ids=lambda p: p.name)
 def test_lgvq_weight_presets_overlay_a_tokenizer_config(overlay):
     cfg = load_config(TokenizerRunConfig, [REPO / "configs/tokenizer/vqgan_shapes.yaml", overlay])
-    assert cfg.alignment == "lgvq" and cfg.model.codebook_size == 1024
+    assert cfg.alignment == "lgvq" and cfg.model.quantizer.codebook_size == 1024
     expected = {"cub.yaml": (0.001, 0.001, 0.001), "shapes.yaml": (0.01, 0.1, 0.001)}.get(
         overlay.name, (0.001, 0.01, 0.0001))
     assert (cfg.lgvq.gsa_weight, cfg.lgvq.mtp_weight, cfg.lgvq.ras_weight) == expected

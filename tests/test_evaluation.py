@@ -11,7 +11,9 @@ from lgvq.config import DataConfig
 from lgvq.data.datasets import build_dataset
 from lgvq.evaluation import fid as fid_module
 from lgvq.evaluation.metrics import psnr, ssim
-from lgvq.evaluation.tokenizer_eval import evaluate_tokenizer, format_table
+from lgvq.evaluation.tables import tokenizer_table
+from lgvq.evaluation.tokenizer_eval import evaluate_tokenizer
+from lgvq.tokenizers.config import quantizer_dict
 from lgvq.tokenizers.lpips import MissingWeightsError
 from lgvq.tokenizers.model import VQTokenizer
 
@@ -93,7 +95,7 @@ def test_evaluate_tokenizer_without_downloads_reports_the_rest(tmp_path, monkeyp
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     torch.manual_seed(0)
     tok = VQTokenizer(resolution=32, ch=16, ch_mult=(1, 2), attn_resolutions=(), z_channels=16, embed_dim=16,
-                      norm_groups=8, codebook_size=16)
+                      norm_groups=8, quantizer_config=quantizer_dict(codebook_size=16))
     ds = build_dataset(DataConfig(image_size=32, num_val=10), "validation")
     res = evaluate_tokenizer(tok, ds, batch_size=4, progress=False)
     assert res["num_images"] == 10 and res["rfid"] is None and res["lpips"] is None
@@ -101,7 +103,7 @@ def test_evaluate_tokenizer_without_downloads_reports_the_rest(tmp_path, monkeyp
     assert 0 < res["codebook_usage"] <= 1 and res["perplexity"] >= 1
     assert np.isfinite(res["psnr"]) and -1 <= res["ssim"] <= 1
     json.dumps(res)
-    assert "PSNR" in format_table(res)
+    assert "PSNR" in tokenizer_table(res)
     # the codes of all-black patches (shapes' background), counted directly
     images = torch.stack([ds[i]["image"] for i in range(10)])
     with torch.no_grad():
@@ -112,12 +114,12 @@ def test_evaluate_tokenizer_without_downloads_reports_the_rest(tmp_path, monkeyp
     counts = np.bincount(black, minlength=16)
     p = counts[counts > 0] / counts.sum()
     assert res["black_patch_codes"] == len(p) and np.isclose(res["black_patch_entropy"], -(p * np.log(p)).sum())
-    assert "black-patch code entropy" in format_table(res)
+    assert "black-patch code entropy" in tokenizer_table(res)
     # the shapes scorer on the reconstructions, one- and two-object images apart
     rf = res["reconstruction_faithfulness"]
     objects = [len(ds.sample(i).objects) for i in range(10)]
     assert (rf["count_one_object"], rf["count_two_objects"]) == (objects.count(1), objects.count(2))
-    assert 0 <= rf["one_object"] <= 1 and "reconstructions faithful" in format_table(res)
+    assert 0 <= rf["one_object"] <= 1 and "reconstructions faithful" in tokenizer_table(res)
 
 
 def test_reconstruction_scoring_passes_real_images_and_skips_other_captions():
@@ -125,9 +127,9 @@ def test_reconstruction_scoring_passes_real_images_and_skips_other_captions():
 
     ds = build_dataset(DataConfig(image_size=64, num_val=6), "validation")
     items = [ds[i] for i in range(6)]
-    scored = {"one_object": [], "two_objects": []}
+    scored = {}
     captions = [it["captions"] for it in items[:5]] + [["a photo of a dog"]]
-    score_reconstructions(torch.stack([it["image"] for it in items]), captions, scored)
+    score_reconstructions(ds.scorer(), torch.stack([it["image"] for it in items]), captions, scored)
     assert len(scored["one_object"]) + len(scored["two_objects"]) == 5
     assert all(scored["one_object"]) and all(scored["two_objects"])  # the real images match their captions
 

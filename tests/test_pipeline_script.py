@@ -14,7 +14,7 @@ from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "run_pipeline.sh"
 TINY_TOKENIZER = ("data.num_train=48 data.num_val=12 data.image_size=32 model.ch=16 model.ch_mult=[1,2,2,2] "
-                  "model.z_channels=16 model.embed_dim=16 model.codebook_size=64 model.codebook_dim=4 "
+                  "model.z_channels=16 model.embed_dim=16 model.quantizer.codebook_size=64 model.quantizer.codebook_dim=4 "
                   "lgvq.visual_width=32 train.max_steps=3 train.batch_size=4 train.sample_every=3 "
                   "train.checkpoint_every=3 loss.disc_start=2 loss.disc_ndf=8 train.num_threads=1")
 TINY_PRIOR = ("model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 sample.batch_size=4 "

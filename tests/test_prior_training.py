@@ -173,7 +173,7 @@ def test_evaluate_prior_over_several_sampling_seeds(text_run, capsys):
     assert res["faithfulness"]["overall"] == pytest.approx(sum(per_seed) / 2)
     assert (text_run / "eval" / "samples" / "scores.jsonl").is_file()  # seed 3's images
     assert (text_run / "eval" / "samples_seed5" / "scores.jsonl").is_file()
-    assert "seed 5, one / two objects" in capsys.readouterr().out
+    assert "seed 5, one object / two objects" in capsys.readouterr().out
     assert main(["evaluate-prior", "--prior", str(text_run), "--no-fid", "--seeds", "1,x"]) == 2
     assert "--seeds takes whole numbers" in capsys.readouterr().err
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lgvq.data.shapes import INVERSE_RELATION, PALETTE, make_sample
-from lgvq.evaluation.shapes_score import (
+from lgvq.data.shapes_score import (
     CaptionGrammarError,
     faithfulness,
     parse_caption,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lgvq.hub import WrongModelKindError
-from lgvq.tokenizers.config import TokenizerLossConfig
+from lgvq.tokenizers.config import TokenizerLossConfig, quantizer_dict
 from lgvq.tokenizers.discriminator import PatchDiscriminator
 from lgvq.tokenizers.losses import VQGANLoss, adaptive_weight, hinge_d_loss
 from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError
@@ -14,7 +14,7 @@ from lgvq.tokenizers.model import VQTokenizer
 def tiny(**kw):
     torch.manual_seed(0)
     args = dict(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=16,
-                embed_dim=16, norm_groups=8, codebook_size=32, codebook_dim=4, l2_norm=True)
+                embed_dim=16, norm_groups=8, quantizer_config=quantizer_dict(codebook_size=32, codebook_dim=4, l2_norm=True))
     return VQTokenizer(**(args | kw))
 
 
@@ -131,3 +131,39 @@ def test_generator_loss_switches_gan_on_at_disc_start_without_grads_into_discrim
 def test_patch_discriminator_output():
     d = PatchDiscriminator(3, ndf=8, n_layers=2)
     assert d(torch.randn(2, 3, 32, 32)).shape[:2] == (2, 1)
+
+
+def test_a_tokenizer_saved_with_flat_quantizer_arguments_still_loads(tmp_path):
+    """config.json of earlier versions: codebook_size, l2_norm, online_clustering, cvq_* ... beside the
+    autoencoder's arguments. They load into the same quantizer, and the weights encode the same."""
+    import json
+
+    tok = tiny(quantizer_config=quantizer_dict(kind="cvq", codebook_size=32, codebook_dim=4, l2_norm=True,
+                                               restart_sampling="error", cvq={"decay": 0.9})).eval()
+    tok.save_pretrained(tmp_path / "model")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    q = config.pop("quantizer_config")
+    config |= {"codebook_size": 32, "codebook_dim": 4, "l2_norm": True, "restart_sampling": "error",
+               "online_clustering": True, "cvq_decay": 0.9, "vqct": None}
+    (tmp_path / "model" / "config.json").write_text(json.dumps(config))
+    old = VQTokenizer.from_pretrained(tmp_path / "model").eval()
+    assert old.config.quantizer_config == q  # the same quantizer, now as one dict
+    assert old.quantizer.online_clustering and old.quantizer.cvq_decay == 0.9
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(old.encode(images), tok.encode(images))
+
+
+def test_old_flat_config_files_load_into_the_nested_layout(tmp_path):
+    from lgvq.config import load_config
+    from lgvq.tokenizers.config import TokenizerRunConfig
+
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  codebook_size: 256\n  online_clustering: true\n  cvq_decay: 0.9\n"
+                   "  vqct_top_k: 3\n  l2_norm: true\n")
+    cfg = load_config(TokenizerRunConfig, old, ["model.restart_every=7"])
+    q = cfg.model.quantizer
+    assert (q.kind, q.codebook_size, q.l2_norm, q.cvq.decay, q.vqct.top_k, q.restart_every) == \
+        ("cvq", 256, True, 0.9, 3, 7)
+    vqct = load_config(TokenizerRunConfig, None, ["model.quantizer=vqct", "model.vqct_vocab=v"])
+    assert vqct.model.quantizer.kind == "vqct" and vqct.model.quantizer.vqct.vocab == "v"

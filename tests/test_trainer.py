@@ -130,7 +130,7 @@ def test_ranks_left_alone_are_refused(monkeypatch):
 def tokenizer_weights_after(tmp_path, name, **train):
     data = yaml.safe_load(yaml.safe_dump(TINY_TOKENIZER))
     data["loss"]["disc_weight"] = 0.0  # no BatchNorm discriminator: batch splits are then exact
-    data["model"]["dead_code_restart"] = False
+    data["model"]["quantizer"]["dead_code_restart"] = False
     data["train"] |= {"output_dir": str(tmp_path / name), "max_steps": 2, "sample_every": 0,
                       "checkpoint_every": 100, "grad_clip": 0.0} | train
     cfg = load_config(TokenizerRunConfig, write_config(tmp_path / f"{name}.yaml", data))

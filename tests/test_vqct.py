@@ -114,7 +114,9 @@ def test_vqct_tokenizer_trains_saves_reloads_and_encodes_identically(tmp_path):
     vocab = tmp_path / "vocab"
     assert main(["build-vocab", "--out", str(vocab), "--min-count", "3", "data.num_train=40"]) == 0
     cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY_TOKENIZER.items()}
-    cfg["model"] |= {"quantizer": "vqct", "vqct_vocab": str(vocab), "embed_dim": 8}
+    # written in the flat layout of earlier configs (quantizer fields beside the autoencoder's)
+    cfg["model"] = ({k: v for k, v in cfg["model"].items() if k != "quantizer"} | cfg["model"]["quantizer"]
+                    | {"quantizer": "vqct", "vqct_vocab": str(vocab), "embed_dim": 8})
     cfg["train"] |= {"output_dir": str(tmp_path / "run"), "max_steps": 3}
     for name, extra in (("vqct", []), ("vqct_lg", ["alignment=lgvq", "lgvq.visual_width=16", "lgvq.max_length=16"])):
         assert main(["train-tokenizer", "--config", str(write_config(tmp_path / f"{name}.yaml", cfg)),
@@ -130,11 +132,15 @@ def test_vqct_tokenizer_trains_saves_reloads_and_encodes_identically(tmp_path):
             q = tok.quantizer(tok.encode_features(images)).quantized
             assert torch.equal(tok.quantizer.embed(ids), q)
             assert torch.equal(tok.decode(ids), tok(images).reconstruction)
-    # the lookup is part of the saved VQCT spec; one saved without that key keeps Euclidean lookup
     assert VQTokenizer.from_pretrained(tmp_path / "vqct" / "model").quantizer.l2_norm == cfg["model"]["l2_norm"]
-    config = {k: v for k, v in tok.config.items() if not k.startswith("_")} | {"alignment": None, "l2_norm": True}
-    config["vqct"] = {k: v for k, v in config["vqct"].items() if k != "l2_norm"}
-    assert VQTokenizer(**config).quantizer.l2_norm is False
+    # saved in the flat layout of earlier versions (quantizer arguments beside the autoencoder's, the
+    # VQCT sizes in `vqct`): still loads; a VQCT spec without l2_norm keeps the Euclidean lookup
+    new = {k: v for k, v in tok.config.items() if not k.startswith("_")}
+    q = new.pop("quantizer_config")
+    legacy = new | {"alignment": None, "l2_norm": True, "beta": q["beta"], "usage_window": q["usage_window"],
+                    "vqct": {k: v for k, v in q["vqct"].items() if k != "vocab"}}
+    old = VQTokenizer.from_config(legacy)
+    assert old.quantizer.l2_norm is False and old.tokens_per_position == 3 and old.vocab_size == tok.vocab_size
     # stage two over VQCT's three tokens per position: the store, a prior and a decoded sample
     from lgvq.pipelines import load_pipeline
     from tests.conftest import tiny_prior_config

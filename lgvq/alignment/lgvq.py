@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -46,14 +47,14 @@ class LGVQConfig:
     ras_weight: float = 0.0001
     text_encoder: str = "minilm"  # or openai/clip-vit-base-patch32 (the papers' choice)
     max_length: int = 30  # the official code truncates captions to 30 tokens
-    pooling: str = "auto"  # sentence feature: CLIP eot; BERT-like mean (default) or cls
+    pooling: Literal["auto", "eot", "mean", "cls"] = "auto"  # sentence feature: CLIP eot; BERT-like mean or cls
     visual_width: int = 256
     visual_layers: int = 2
     visual_heads: int = 1
     mtp_layers: int = 2
     mtp_heads: int = 1
     mtp_dropout: float = 0.1
-    mtp_text_context: str = "embeddings"  # embeddings | masked | unmasked (official, leaks)
+    mtp_text_context: Literal["embeddings", "masked", "unmasked"] = "embeddings"  # unmasked: official, leaks
     # mask ratio r ~ truncated normal, drawn once per batch (official: mean 0.5, std 0.1 in [0.1, 0.3])
     mask_ratio_mean: float = 0.5
     mask_ratio_std: float = 0.1
@@ -68,7 +69,7 @@ class LGVQConfig:
     detach_codes: bool = False
     # auto: bf16 autocast for the alignment modules where the device runs bf16 natively (recent
     # GPUs, CPUs with AVX512-BF16/AMX), else fp32; losses are returned in fp32 either way
-    precision: str = "auto"  # auto | bf16 | fp32
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     keep_in_export: bool = True  # false: the saved tokenizer drops the alignment modules
     text_cache_dir: str | None = None  # on-disk text-feature cache; None = in memory only
     precompute_text: bool = True  # encode all training captions once before the first step

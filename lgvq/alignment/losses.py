@@ -1,4 +1,4 @@
-"""LG-VQ's alignment losses as plain functions of tensors (reference: shared/reference/lgvq.md).
+"""LG-VQ's alignment losses as plain functions of tensors (docs/methods.md, "LG-VQ").
 
     L_gsa  global semantic alignment (Eq. 5): InfoNCE between the visual [CLS] and the sentence feature
     L_ras  relationship alignment (Eqs. 7-8): code-code vs word-word cosine structure

@@ -34,12 +34,10 @@ from numpy.lib.format import open_memmap
 
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import collate
+from lgvq.errors import StoreError
+from lgvq.runs import RunDir, StoreDir
 
 STORE_VERSION = 1
-
-
-class StoreError(ValueError):
-    """A code store that is missing, unfinished, or does not fit the request."""
 
 
 def _write_json(path: Path, value) -> None:
@@ -205,7 +203,7 @@ def copy_folder(source: Path, target: Path) -> None:
 def keep_tokenizer_copy(store_root: str | Path, tokenizer_dir: str | Path) -> Path:
     """STORE/tokenizer: a copy of the stage-one model beside its codes, so that a store moved to
     another machine still trains priors and heads. Kept if already there."""
-    target = Path(store_root) / "tokenizer"
+    target = StoreDir(Path(store_root)).tokenizer
     if not (target / "config.json").is_file():
         copy_folder(Path(tokenizer_dir), target)
     return target
@@ -255,10 +253,10 @@ class CodeStore:
         """RUN/tokenizer: a copy of the stage-one model the codes came from, so a prior or head run
         can decode / read images on its own. Taken from the store's own copy (STORE/tokenizer,
         which travels with the store), else from where it was encoded. Kept if already there."""
-        target = Path(run_dir) / "tokenizer"
+        target = RunDir(Path(run_dir)).tokenizer
         if target.is_dir():
             return target
-        candidates = (self.path.parent / "tokenizer", Path(self.manifest["tokenizer"]))
+        candidates = (StoreDir(self.path.parent).tokenizer, Path(self.manifest["tokenizer"]))
         source = next((c for c in candidates if (c / "config.json").is_file()), None)
         if source is None:
             raise StoreError(f"the store's tokenizer is gone: neither {candidates[0]} nor {candidates[1]} holds it; "

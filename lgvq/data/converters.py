@@ -18,9 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-
-class RawDataError(FileNotFoundError):
-    """A raw release is missing a file the converter needs."""
+from lgvq.errors import RawDataError
 
 
 def need(path: Path, what: str) -> Path:

@@ -23,15 +23,13 @@ from PIL import Image, UnidentifiedImageError
 
 from lgvq.config import DataConfig
 from lgvq.data import shapes
+from lgvq.data.shapes_score import ShapesScorer
 from lgvq.data.transforms import ImageTransform, to_tensor
+from lgvq.errors import DataError
 
 log = logging.getLogger(__name__)
 
 CAPTION_COLUMNS = ("captions", "text")  # all captions of an image when given, else the one
-
-
-class DataError(ValueError):
-    """Data that cannot be used as configured; the message says what to change."""
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -50,13 +48,27 @@ class ImageTextDataset(torch.utils.data.Dataset):
         """Every caption of the set (without decoding images), e.g. to precompute text features."""
         raise NotImplementedError
 
+    # What some datasets know about themselves; generic code asks here instead of importing them.
+    def class_names(self) -> list[str] | None:
+        """The name of each label id, where the dataset has them."""
+        return None
+
+    def scorer(self):
+        """A checker of generated images against prompts (`prompts(n)`, `score(image, caption)`,
+        `rates(images, captions)`), where the dataset defines one; e.g. shapes'."""
+        return None
+
+    def content_words(self) -> set[str] | None:
+        """Words that name what is in an image (e.g. colours and shapes), for diagnostics."""
+        return None
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         return self.load(index, sample_rng(self.seed, epoch, index))
 
 
 class ShapesDataset(ImageTextDataset):
-    """The procedural `shapes` data (spec: shared/spec/shapes.md)."""
+    """The procedural `shapes` data (its contract: docs/shapes.md)."""
 
     def __init__(self, split: str, num: int, image_size: int = 64, seed: int = 0,
                  two_object_fraction: float = 0.5, random_caption: bool = True):
@@ -74,6 +86,15 @@ class ShapesDataset(ImageTextDataset):
 
     def all_captions(self) -> list[str]:
         return [c for i in range(self.num) for c in self.sample(i).captions]
+
+    def class_names(self) -> list[str]:
+        return [shapes.class_name(i) for i in range(shapes.NUM_CLASSES)]
+
+    def scorer(self) -> ShapesScorer:
+        return ShapesScorer(self)
+
+    def content_words(self) -> set[str]:
+        return set(shapes.COLOURS) | set(shapes.SHAPES)
 
     def load(self, index: int, rng: np.random.Generator) -> dict:
         s = self.sample(index)

@@ -1,4 +1,4 @@
-"""The built-in procedural image-text dataset `shapes` (contract: shared/spec/shapes.md).
+"""The built-in procedural image-text dataset `shapes` (its contract: docs/shapes.md).
 
 Sample `i` of a split is a pure function of `(seed, split, i)`: it is drawn from a numpy
 generator seeded with exactly that triple, so any sample can be regenerated alone and two

@@ -50,8 +50,21 @@ class CaptionHead(LgvqModelMixin, ConfigMixin):
     def set_code_vectors(self, vectors: torch.Tensor) -> None:
         self.codes.code_vectors.copy_(vectors)
 
-    def forward(self, codes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.logits(codes, tokens)
+    def forward(self, codes: torch.Tensor, tokens: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """codes (B, N), caption tokens (B, T) -> next-token logits (B, T, V); with `targets` (B, T)
+        (-100 where nothing is predicted) -> (mean cross-entropy, logits)."""
+        logits = self.logits(codes, tokens)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100), logits
+
+    def teacher_forcing(self, captions: list[str], device: torch.device | str = "cpu"
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions -> decoder inputs (B, T) and the targets they predict (B, T), -100 at padding."""
+        ids, mask = self.vocab.encode(captions, self.config.max_length)
+        ids, mask = ids.to(device), mask.to(device)
+        return ids[:, :-1], ids[:, 1:].masked_fill(~mask[:, 1:], -100)
 
     def logits(self, codes: torch.Tensor | None, tokens: torch.Tensor,
                context: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,11 +75,7 @@ class CaptionHead(LgvqModelMixin, ConfigMixin):
         return self.decoder(tokens, prepend_embeds=context)[:, context.shape[1]:]
 
     def loss(self, codes: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        ids, mask = self.vocab.encode(captions, self.config.max_length)
-        ids, mask = ids.to(codes.device), mask.to(codes.device)
-        logits = self(codes, ids[:, :-1])
-        target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
-        return F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
+        return self(codes, *self.teacher_forcing(captions, codes.device))[0]
 
     @torch.no_grad()
     def generate(self, codes: torch.Tensor, beams: int = 1, max_length: int | None = None,

@@ -16,11 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lgvq.errors import NotAlignedError
 from lgvq.tokenizers.model import VQTokenizer
-
-
-class NotAlignedError(ValueError):
-    """A tokenizer without LG-VQ alignment modules."""
 
 
 class AlignedTokenizer:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lgvq.config import ConfigError, TrainConfig
@@ -22,6 +22,7 @@ from lgvq.downstream.captioning import CaptionHead
 from lgvq.downstream.code_reader import tokenizer_code_vectors
 from lgvq.downstream.text_vocab import TextVocab
 from lgvq.downstream.vqa import VQAHead
+from lgvq.runs import RunDir, StoreDir, model_dir
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,9 @@ class HeadModelConfig:
     code_encoder_depth: int = 1  # a small transformer over the code vectors first (0 = none)
     code_conv_layers: int = 0  # residual 3 x 3 convolutions over the token grid before that (0 = none)
     dropout: float = 0.1
-    variant: str = "cross_attention"  # captioning: cross_attention | prefix (ClipCap-style)
+    variant: Literal["cross_attention", "prefix"] = "cross_attention"  # captioning; prefix: ClipCap-style
     max_length: int = 32  # caption / question tokens
-    pooling: str = "last"  # VQA: last (the paper) | mean
+    pooling: Literal["last", "mean"] = "last"  # VQA: last (the paper) | mean
     causal: bool = True  # VQA: GPT-style decoder over [codes; question] (the paper); false: bidirectional
 
 
@@ -53,11 +54,6 @@ class HeadRunConfig:
         sample_every=0, checkpoint_every=500))
 
 
-def head_model_dir(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "model" if (path / "model" / "config.json").is_file() else path
-
-
 class HeadTask(TrainingTask):
     """Shared parts of the two head tasks."""
 
@@ -67,11 +63,12 @@ class HeadTask(TrainingTask):
 
     def __init__(self, cfg: HeadRunConfig, run_dir: str | Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        root = Path(cfg.store)
-        if not (root / "train" / "store.json").is_file():
-            raise StoreError(f"{root} has no train/ split; write it with `lgvq encode --tokenizer RUN/model --out {root}`")
-        self.store = CodeStore(root / "train")
-        self.init = self.head_class.from_pretrained(head_model_dir(cfg.init_from)) if cfg.init_from else None
+        store = StoreDir(Path(cfg.store))
+        if not store.split("train").is_dir():
+            raise StoreError(f"{store.root} has no train/ split; write it with "
+                             f"`lgvq encode --tokenizer RUN/model --out {store.root}`")
+        self.store = CodeStore(store.split("train"))
+        self.init = self.head_class.from_pretrained(model_dir(cfg.init_from)) if cfg.init_from else None
         self._code_vectors: torch.Tensor | None = None
         self.store.copy_tokenizer_to(self.run_dir)
 
@@ -87,7 +84,7 @@ class HeadTask(TrainingTask):
         if self._code_vectors is None:
             from lgvq.tokenizers.model import VQTokenizer
 
-            self._code_vectors = tokenizer_code_vectors(VQTokenizer.from_pretrained(self.run_dir / "tokenizer"))
+            self._code_vectors = tokenizer_code_vectors(VQTokenizer.from_pretrained(RunDir(self.run_dir).tokenizer))
         return self._code_vectors
 
     def finish_build(self, head: nn.Module) -> dict[str, nn.Module]:
@@ -144,12 +141,8 @@ class CaptionTask(HeadTask):
         return {"codes": batch["tokens"], "caption": batch["caption"], "index": batch["index"]}
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
-        head = ctx.unwrap("head")
-        ids, mask = head.vocab.encode(batch["caption"], head.config.max_length)
-        ids, mask = ids.to(batch["codes"].device), mask.to(batch["codes"].device)
-        logits = ctx.modules["head"](batch["codes"], ids[:, :-1])  # through DDP when wrapped
-        target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
+        inputs, targets = ctx.unwrap("head").teacher_forcing(batch["caption"], batch["codes"].device)
+        loss, _ = ctx.modules["head"](batch["codes"], inputs, targets)  # through DDP when wrapped
         ctx.backward(loss)
         return {"loss": loss.detach()}
 
@@ -196,8 +189,7 @@ class VQATask(HeadTask):
         head = ctx.unwrap("head")
         device = batch["codes"].device
         ids, mask = head.encode_questions(batch["question"])
-        target = torch.tensor([head.answer_index[a] for a in batch["answer"]], device=device)
-        logits = ctx.modules["head"](batch["codes"], ids.to(device), mask.to(device))
-        loss = F.cross_entropy(logits.float(), target)
+        target = head.answer_targets(batch["answer"], device)
+        loss, logits = ctx.modules["head"](batch["codes"], ids.to(device), mask.to(device), target)
         ctx.backward(loss)
         return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == target).float().mean()}

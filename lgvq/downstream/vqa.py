@@ -14,6 +14,7 @@ Encoder); `pooling: last` reads the hidden state of the question's last token (t
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 from x_transformers import Decoder, Encoder
@@ -58,8 +59,10 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
                 raise ValueError("empty question: ask something about the image, e.g. 'what colour is the circle?'")
         return self.vocab.encode(questions, self.config.max_question_length, add_bos_eos=False)
 
-    def forward(self, codes: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor) -> torch.Tensor:
-        """codes (B, N) ids, question (B, T) restricted token ids + mask -> answer logits (B, A)."""
+    def forward(self, codes: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor,
+                targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """codes (B, N) ids, question (B, T) restricted token ids + mask -> answer logits (B, A); with
+        `targets` (B,) answer indices -> (mean cross-entropy, logits)."""
         b, n = codes.shape
         t = question.shape[1]
         x_codes = self.codes(codes) + self.segment[0]
@@ -72,7 +75,12 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
         else:
             m = question_mask[..., None].float()
             pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1)
-        return self.classifier(pooled)
+        logits = self.classifier(pooled)
+        return logits if targets is None else (F.cross_entropy(logits.float(), targets), logits)
+
+    def answer_targets(self, answers: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Answer words -> their classifier indices (B,)."""
+        return torch.tensor([self.answer_index[a] for a in answers], device=device)
 
     @torch.no_grad()
     def answer(self, codes: torch.Tensor, questions: list[str]) -> list[str]:

@@ -6,8 +6,8 @@
   codes and with another image's codes (the batch rolled by one): if the predictor reads the
   image, swapped recall drops;
 - code-word relation MSE (Table 4): L_ras on validation pairs.
-Recall is also reported on the colour and shape words of the shapes vocabulary, where chance is
-1/8 and 1/3.
+Recall is also reported on the dataset's content words where it names them (`content`; on shapes
+the colour and shape words, where chance is 1/8 and 1/3).
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from tqdm.auto import tqdm
 
 from lgvq.alignment.lgvq import exact_word_mask
 from lgvq.alignment.losses import ras_loss
-from lgvq.data import shapes
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import eval_loader
 from lgvq.text.cache import TextFeatureCache
 from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.model import VQTokenizer
-
-CONTENT_WORDS = set(shapes.COLOURS) | set(shapes.SHAPES)
 
 
 @torch.no_grad()
@@ -39,7 +36,7 @@ def evaluate_alignment(model: VQTokenizer, dataset: ImageTextDataset, encoder: F
     cache = TextFeatureCache(encoder)
     special = torch.tensor(sorted(encoder.special_token_ids()), device=device)
     emb = encoder.token_embedding_matrix()
-    content_ids = {i for w in CONTENT_WORDS for i in encoder.tokenizer.convert_tokens_to_ids([w])
+    content_ids = {i for w in dataset.content_words() or () for i in encoder.tokenizer.convert_tokens_to_ids([w])
                    if i != encoder.tokenizer.unk_token_id}
     gen = torch.Generator().manual_seed(seed)
     cls_all, sent_all, captions = [], [], []
@@ -98,11 +95,3 @@ def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, captions: list[st
     n = len(captions)
     unique = len(set(captions))
     return {"retrieval_r@1": hit1 / n, "retrieval_r@5": hit5 / n, "retrieval_chance_r@1": 1 / unique}
-
-
-def format_alignment_table(results: dict) -> str:
-    lines = [f"{'metric':<40}  value", f"{'-' * 40}  -----"]
-    for key, value in results.items():
-        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
-        lines.append(f"{key:<40}  {shown}")
-    return "\n".join(lines)

@@ -1,9 +1,10 @@
 """Evaluation of a trained prior: validation token NLL / perplexity from the code store, prompt
-faithfulness of generated shapes images (shapes_score), and FID through clean-fid.
+faithfulness of generated images where the dataset has a scorer (shapes does), and FID through
+clean-fid against the dataset's validation images.
 
-Faithfulness protocol (shapes): the canonical captions of the first N validation images are the
-prompts, one image per prompt, sampled with the run's defaults and the given seed; each image is
-scored by `shapes_score.score_image`. The settings are written beside the scores.
+Faithfulness protocol: the scorer's prompts (on shapes the canonical captions of the first N
+validation images), one image per prompt, sampled with the run's defaults and a seed; each image
+is scored by the dataset's scorer, and the rates of several seeds are averaged.
 """
 
 from __future__ import annotations
@@ -13,10 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from lgvq.data.code_store import CodeStore
-from lgvq.evaluation.shapes_score import faithfulness, score_image
+from lgvq.data.datasets import ImageTextDataset
+from lgvq.data.transforms import to_uint8
+from lgvq.errors import MissingWeightsError
+from lgvq.evaluation.fid import fid_between_folders, load_inception
 from lgvq.priors.model import PriorTransformer, next_token_loss
 from lgvq.priors.training import condition_from_batch
 
@@ -41,16 +46,10 @@ def validation_nll(prior: PriorTransformer, store: CodeStore, batch_size: int = 
     return {"nll": nll, "bits_per_token": nll / math.log(2), "perplexity": math.exp(nll), "items": n}
 
 
-def shapes_prompts(num: int, image_size: int = 64, seed: int = 0, split: str = "validation") -> list[str]:
-    """The canonical captions of the first `num` shapes images of a split."""
-    from lgvq.data.shapes import make_sample
-
-    return [make_sample(i, split, seed, image_size).captions[0] for i in range(num)]
-
-
-def evaluate_faithfulness(pipeline, prompts: list[str], seed: int = 0, out_dir: str | Path | None = None,
+def evaluate_faithfulness(pipeline, scorer, prompts: list[str], seed: int = 0, out_dir: str | Path | None = None,
                           **sampling) -> dict:
-    """Generate one image per prompt, score each; optionally save them (NNNN.png + prompts.txt)."""
+    """Generate one image per prompt and score each with the dataset's `scorer`; optionally save
+    them (NNNN.png + prompts.txt)."""
     images = []
     step = int(sampling.pop("batch_size", 0) or pipeline.defaults["batch_size"])
     for start in tqdm(range(0, len(prompts), step), desc="sampling prompts", leave=False):
@@ -59,7 +58,7 @@ def evaluate_faithfulness(pipeline, prompts: list[str], seed: int = 0, out_dir: 
     arrays = [np.asarray(im.convert("RGB")) for im in images]
     records = []
     for i, (prompt, array) in enumerate(zip(prompts, arrays)):
-        ok, reason = score_image(array, prompt)
+        ok, reason = scorer.score(array, prompt)
         records.append({"prompt": prompt, "match": ok, "reason": reason})
     if out_dir is not None:
         out = Path(out_dir)
@@ -67,11 +66,27 @@ def evaluate_faithfulness(pipeline, prompts: list[str], seed: int = 0, out_dir: 
         for i, im in enumerate(images):
             im.save(out / f"{i:04d}.png")
         (out / "prompts.txt").write_text("\n".join(prompts) + "\n")
-    return {"faithfulness": faithfulness(arrays, prompts), "records": records, "images": images}
+    return {"faithfulness": scorer.rates(arrays, prompts), "records": records, "images": images}
 
 
 def mean_faithfulness(per_seed: list[dict]) -> dict:
-    """The mean of several seeds' `faithfulness` results (same prompts each time)."""
-    keys = ("one_object", "two_objects", "overall")
-    mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
-    return mean | {k: per_seed[0][k] for k in ("count_one_object", "count_two_objects")}
+    """The mean of several seeds' rates (same prompts each time; `count_*` entries are kept)."""
+    return {k: per_seed[0][k] if k.startswith("count_") else float(np.mean([r[k] for r in per_seed]))
+            for k in per_seed[0]}
+
+
+def prior_fid(images: list, reference: ImageTextDataset, out_dir: Path, inception_path: str | None,
+              device) -> dict:
+    """FID of generated images (PIL) against as many of the dataset's images (clean-fid, local
+    Inception weights); skipped with the reason when the weights are absent."""
+    try:
+        model = load_inception(inception_path, device)
+    except MissingWeightsError as e:
+        return {"value": None, "skipped": str(e)}
+    real, fake = out_dir / "real", out_dir / "generated"
+    for folder in (real, fake):
+        folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        image.save(fake / f"{i:04d}.png")
+        Image.fromarray(to_uint8(reference[(i, 0)]["image"][None])[0]).save(real / f"{i:04d}.png")
+    return {"value": fid_between_folders(fake, real, model, device), "images": len(images), "mode": "clean"}

@@ -7,17 +7,17 @@ whose weights are missing is reported as null with the reason; the others are st
 Where images have pure-black regions (shapes' background), how many different codes the
 tokenizer gives patches that are entirely black, and their entropy (VQCT: the tuple of a
 position's tokens counts as one code): a tokenizer can keep every code "in use" by splitting one
-flat background into hundreds of codes, which a prior must then learn to predict (README,
+flat background into hundreds of codes, which a prior must then learn to predict (docs/results.md,
 "Text-to-image prior on shapes").
 
-Where the captions are shapes' canonical ones, the shapes scorer is run on the reconstructions
-(`reconstruction_faithfulness`, one- and two-object images apart): no prior over these codes can
-be more faithful than the tokenizer's own decodings of real images.
+Where the dataset has a scorer of images against captions (shapes does), it is run on the
+reconstructions against each image's first caption (`reconstruction_faithfulness`, per group, e.g.
+one- and two-object images apart): no prior over these codes can be more faithful than the
+tokenizer's own decodings of real images.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -32,7 +32,6 @@ from lgvq.data.loader import eval_loader
 from lgvq.data.transforms import to_uint8
 from lgvq.evaluation.fid import fid_between_folders, load_inception
 from lgvq.evaluation.metrics import psnr, ssim
-from lgvq.evaluation.shapes_score import CaptionGrammarError, parse_caption, score_image
 from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.tokenizers.quantizer import usage_stats
@@ -60,7 +59,8 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
             results["notes"]["rfid"] = str(e)
     counts = torch.zeros(model.vocab_size, dtype=torch.float64)
     black_counts: Counter = Counter()
-    scored: dict[str, list[bool]] = {"one_object": [], "two_objects": []}
+    scorer = dataset.scorer()
+    scored: dict[str, list[bool]] = {}
     psnrs, ssims, lpipss = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         real_dir, rec_dir = Path(tmp) / "real", Path(tmp) / "rec"
@@ -76,7 +76,8 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
             counts += torch.bincount(ids.flatten().cpu(), minlength=model.vocab_size).double()
             symbols, n = black_patch_codes(images, ids, model.vocab_size).unique(return_counts=True)
             black_counts.update(dict(zip(symbols.tolist(), n.tolist())))
-            score_reconstructions(recon, batch["captions"], scored)
+            if scorer is not None:
+                score_reconstructions(scorer, recon, batch["captions"], scored)
             psnrs.append(psnr(images, recon).cpu())
             ssims.append(ssim(images, recon).cpu())
             if lpips_net is not None:
@@ -103,24 +104,19 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
         results["black_patch_codes"] = int(p.numel())
         results["black_patch_entropy"] = max(0.0, float(-(p * p.log()).sum()))  # one code: 0, not -0
     results["reconstruction_faithfulness"] = None
-    if scored["one_object"] or scored["two_objects"]:
-        results["reconstruction_faithfulness"] = {
-            k: sum(v) / len(v) if v else None for k, v in scored.items()} | {
+    if scored:
+        results["reconstruction_faithfulness"] = {k: sum(v) / len(v) for k, v in scored.items()} | {
             f"count_{k}": len(v) for k, v in scored.items()}
     return results
 
 
-def score_reconstructions(recon: torch.Tensor, captions: list[list[str]], scored: dict[str, list[bool]]) -> None:
-    """Run the shapes scorer on reconstructions (B, 3, H, W) against each image's first caption
-    where it is a canonical shapes caption (other captions are skipped); append to `scored`."""
+def score_reconstructions(scorer, recon: torch.Tensor, captions: list[list[str]],
+                          scored: dict[str, list[bool]]) -> None:
+    """Score reconstructions (B, 3, H, W) against each image's first caption where the scorer reads
+    it (others are skipped); append to `scored` by the caption's group."""
     for image, caps in zip(to_uint8(recon.clamp(-1, 1)), captions):
-        try:
-            wanted, _ = parse_caption(caps[0]) if caps else ([], None)
-        except CaptionGrammarError:
-            continue
-        if wanted:
-            key = "one_object" if len(wanted) == 1 else "two_objects"
-            scored[key].append(score_image(image, caps[0])[0])
+        if caps and scorer.applies_to(caps[0]):
+            scored.setdefault(scorer.group(caps[0]), []).append(scorer.score(image, caps[0])[0])
 
 
 BLACK = -0.95  # a pixel darker than this in every channel ([-1, 1] scale) counts as black
@@ -137,36 +133,3 @@ def black_patch_codes(images: torch.Tensor, ids: torch.Tensor, vocab_size: int) 
     if picked.dim() == 2:
         picked = (picked * vocab_size ** torch.arange(picked.shape[1], device=picked.device)).sum(1)
     return picked
-
-
-def format_table(results: dict) -> str:
-    rows = [("images", results["num_images"]), ("PSNR (dB)", results["psnr"]), ("SSIM", results["ssim"]),
-            ("LPIPS", results["lpips"]), ("rFID", results["rfid"]),
-            ("codebook usage (%)", 100 * results["codebook_usage"]), ("perplexity", results["perplexity"]),
-            ("codebook size", results["codebook_size"]), ("tokens / image", results["tokens_per_image"])]
-    if results.get("black_patch_codes") is not None:
-        rows += [("black-patch codes", results["black_patch_codes"]),
-                 ("black-patch code entropy (nats)", results["black_patch_entropy"])]
-    if results.get("reconstruction_faithfulness"):
-        rf = results["reconstruction_faithfulness"]
-        rows += [("reconstructions faithful, 1 object (%)", _percent(rf["one_object"])),
-                 ("reconstructions faithful, 2 objects (%)", _percent(rf["two_objects"]))]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
-    for name, value in rows:
-        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
-        lines.append(f"{name:<{width}}  {shown}")
-    for key, note in results.get("notes", {}).items():
-        lines.append(f"note ({key}): {note}")
-    return "\n".join(lines)
-
-
-def _percent(x: float | None) -> float | None:
-    return None if x is None else 100 * x
-
-
-def write_results(results: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
-    return path

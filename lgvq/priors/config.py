@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from lgvq.config import TrainConfig
 
@@ -11,7 +12,7 @@ from lgvq.config import TrainConfig
 class PriorModelConfig:
     """The GPT (x-transformers Decoder) and its conditioning."""
 
-    conditioning: str = "auto"  # auto | none | class | text; auto: text if the store has caption features,
+    conditioning: Literal["auto", "none", "class", "text"] = "auto"  # auto: text if the store has caption features,
     #                             else class if it has labels, else none
     dim: int = 256
     depth: int = 4

@@ -179,15 +179,20 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         sum_embeds = grid.to(prefix.dtype).expand(inputs.shape[0], -1, -1) if grid is not None else None
         return self.net(inputs, prepend_embeds=prefix, prepend_mask=mask, sum_embeds=sum_embeds, **kwargs)
 
-    def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher forcing: (B, N) ids -> logits (B, N, V), position i predicting tokens[:, i]."""
+    def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: (B, N) ids -> logits (B, N, V), position i predicting tokens[:, i].
+        With `targets` (the same ids: the training case) -> (loss, logits): the mean next-token
+        cross-entropy, with condition dropout in training unless `drop` says which rows to drop."""
+        if targets is not None and drop is None:
+            drop = self.drop_mask(tokens.shape[0])
         prefix, mask = self.prefix(cond, drop)
-        logits = self.run_network(tokens[:, :-1], prefix, mask)
-        return logits[:, prefix.shape[1] - 1:]
+        logits = self.run_network(tokens[:, :-1], prefix, mask)[:, prefix.shape[1] - 1:]
+        return logits if targets is None else (next_token_loss(logits, targets), logits)
 
     def loss(self, tokens: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Mean next-token cross-entropy over image tokens, with condition dropout in training."""
-        return next_token_loss(self(tokens, cond, self.drop_mask(tokens.shape[0])), tokens)
+        return self(tokens, cond, targets=tokens)[0]
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

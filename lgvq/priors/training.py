@@ -9,6 +9,7 @@ encoder and the text encoder never run inside it. A run directory holds what sam
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from torch import nn
 from lgvq.config import ConfigError
 from lgvq.data.code_store import CodeStore, StoreError, store_batches
 from lgvq.priors.config import PriorRunConfig
-from lgvq.priors.model import Condition, PriorTransformer, next_token_loss
+from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.runs import StoreDir, model_dir
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
 
 log = logging.getLogger(__name__)
@@ -47,18 +49,12 @@ def condition_from_batch(batch: dict, conditioning: str) -> Condition:
     return Condition(batch_size=batch["tokens"].shape[0])
 
 
-def prior_run_model_dir(path: str | Path) -> Path:
-    """A prior run folder (RUN) or its model folder (RUN/model) -> the model folder."""
-    path = Path(path)
-    return path / "model" if (path / "model" / "config.json").is_file() else path
-
-
 def initialise_from(prior: PriorTransformer, source: str | Path) -> None:
     """Copy a trained prior's weights into `prior` for fine-tuning. The conditioning, token
     vocabulary, sizes and text prefix length must agree (PriorTask keeps the old prefix length); a
     different class count keeps the old classes' rows (and the null row), the new rows keep their
     fresh initialisation."""
-    old = PriorTransformer.from_pretrained(prior_run_model_dir(source))
+    old = PriorTransformer.from_pretrained(model_dir(source))
     for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
                 "text_layers", "grid_positions"):
         if old.config[key] != prior.config[key]:
@@ -84,30 +80,31 @@ class PriorTask(TrainingTask):
 
     def __init__(self, cfg: PriorRunConfig, run_dir: str | Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        store_root = Path(cfg.store)
-        if not (store_root / "train").is_dir():
-            raise StoreError(f"{store_root} has no train/ split; write the store with "
-                             f"`lgvq encode --tokenizer RUN/model --out {store_root}`")
-        self.store = CodeStore(store_root / "train")
+        store = StoreDir(Path(cfg.store))
+        if not store.split("train").is_dir():
+            raise StoreError(f"{store.root} has no train/ split; write the store with "
+                             f"`lgvq encode --tokenizer RUN/model --out {store.root}`")
+        self.store = CodeStore(store.split("train"))
         self.conditioning = resolve_conditioning(cfg.model.conditioning, self.store)
         # fine-tuning keeps the trained prefix length; a longer caption is truncated to it
-        self.text_length = (PriorTransformer.from_pretrained(prior_run_model_dir(cfg.init_from)).config.text_length
+        self.text_length = (PriorTransformer.from_pretrained(model_dir(cfg.init_from)).config.text_length
                             if cfg.init_from and self.conditioning == "text" else None)
         self.store.copy_tokenizer_to(self.run_dir)
 
     def prior_kwargs(self) -> dict:
-        m, s = self.cfg.model, self.store.manifest
-        kwargs = dict(vocab_size=s["vocab_size"], seq_len=s["seq_len"], conditioning=self.conditioning,
-                      dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult, dropout=m.dropout,
-                      cond_dropout=m.cond_dropout, token_shape=tuple(s["token_shape"]),
-                      tokens_per_position=s["tokens_per_position"], grid_positions=m.grid_positions)
+        """The prior's arguments: the run's `model` config, with what the store decides (token
+        layout, classes, caption features) and the resolved conditioning."""
+        s = self.store.manifest
+        kwargs = asdict(self.cfg.model) | dict(
+            vocab_size=s["vocab_size"], seq_len=s["seq_len"], conditioning=self.conditioning,
+            token_shape=tuple(s["token_shape"]), tokens_per_position=s["tokens_per_position"])
         if self.conditioning == "class":
             n = s.get("num_classes") or int(np.max(self.store.labels)) + 1
             kwargs |= dict(num_classes=n, class_names=s.get("class_names"))
         if self.conditioning == "text":
             t = s["text"]
             kwargs |= dict(text_width=t["width"], text_length=self.text_length or t["length"],
-                           text_encoder=t["encoder"], text_pooling=t["pooling"], text_layers=m.text_layers)
+                           text_encoder=t["encoder"], text_pooling=t["pooling"])
         return kwargs
 
     def build_modules(self) -> dict[str, nn.Module]:
@@ -129,10 +126,8 @@ class PriorTask(TrainingTask):
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]
-        drop = ctx.unwrap("prior").drop_mask(tokens.shape[0])  # condition dropout
         # through the (possibly DDP-wrapped) module, so that gradients are synchronised
-        logits = ctx.modules["prior"](tokens, condition_from_batch(batch, self.conditioning), drop)
-        loss = next_token_loss(logits, tokens)
+        loss, _ = ctx.modules["prior"](tokens, condition_from_batch(batch, self.conditioning), targets=tokens)
         ctx.backward(loss)
         return {"loss": loss.detach()}
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lgvq.errors import InputFileError
+
 DEFAULT_TEXT_ENCODER = "minilm"
 ALIASES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -52,7 +54,7 @@ class FrozenTextEncoder(nn.Module):
 
         path = resolve_encoder_path(name)
         if not Path(path).exists() and "/" not in path:
-            raise FileNotFoundError(f"text encoder {name!r} is neither a local folder nor a hub id; "
+            raise InputFileError(f"text encoder {name!r} is neither a local folder nor a hub id; "
                                     f"use 'minilm' (packaged) or e.g. openai/clip-vit-base-patch32")
         config = AutoConfig.from_pretrained(path)
         self.is_clip = config.model_type in ("clip", "clip_text_model")

@@ -14,14 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lgvq.errors import MissingWeightsError
+
 VGG16_FILE = "vgg16-397923af.pth"
 VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 _VGG_SLICES = (4, 9, 16, 23, 30)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 _CHANNELS = (64, 128, 256, 512, 512)
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights needed by the config are not on this machine."""
 
 
 def default_vgg16_path() -> Path:

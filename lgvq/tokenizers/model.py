@@ -19,9 +19,9 @@ from torch import nn
 from lgvq.alignment import build_alignment
 from lgvq.hub import LgvqModelMixin
 from lgvq.tokenizers.autoencoder import build_decoder, build_encoder, build_patch_encoder
-from lgvq.tokenizers.config import TokenizerModelConfig
-from lgvq.tokenizers.quantizer import VectorQuantizer
-from lgvq.tokenizers.vqct import build_vqct_quantizer, load_vqct_vocab
+from lgvq.tokenizers.config import QuantizerConfig, TokenizerModelConfig
+from lgvq.tokenizers.quantizers import build_quantizer, quantized_channels, upgrade_saved_config
+from lgvq.tokenizers.vqct import load_vqct_vocab
 
 
 @dataclass
@@ -40,13 +40,12 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, resolution: int = 64, in_channels: int = 3, ch: int = 64, ch_mult: tuple = (1, 2, 2, 4),
                  num_res_blocks: int = 1, attn_resolutions: tuple = (8,), z_channels: int = 64, embed_dim: int = 64,
-                 norm_groups: int = 32, codebook_size: int = 1024, codebook_dim: int | None = None,
-                 l2_norm: bool = False, beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
-                 dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False,
-                 online_clustering: bool = False, cvq_decay: float = 0.99, cvq_anchor: str = "probrandom",
-                 cvq_contrastive: bool = False, restart_sampling: str = "uniform", encoder_type: str = "conv",
-                 vqct: dict | None = None, alignment: dict | None = None):
+                 norm_groups: int = 32, encoder_type: str = "conv", quantizer_config: dict | None = None,
+                 alignment: dict | None = None):
+        """`quantizer_config`: the run's `model.quantizer` as a dict (QuantizerConfig; default: plain
+        VQ with 1024 codes); `alignment`: the alignment spec (training only)."""
         super().__init__()
+        quantizer = asdict(QuantizerConfig()) if quantizer_config is None else quantizer_config
         if num_res_blocks < 1:
             raise ValueError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
         arch = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
@@ -55,15 +54,8 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
             raise ValueError(f"model.encoder_type must be conv or patch, not {encoder_type!r}")
         self.encoder = (build_patch_encoder if encoder_type == "patch" else build_encoder)(in_channels, z_channels,
                                                                                          **arch)
-        if vqct:  # VQCT: adjective and noun halves, codes transferred from word vectors
-            quant_channels = 2 * embed_dim
-            self.quantizer = build_vqct_quantizer(vqct, embed_dim, beta, legacy_beta, usage_window)
-        else:
-            quant_channels = embed_dim
-            self.quantizer = VectorQuantizer(codebook_size, embed_dim, codebook_dim, l2_norm, beta, legacy_beta,
-                                             usage_window, dead_code_restart, restart_every, data_init,
-                                             online_clustering, cvq_decay, cvq_anchor, cvq_contrastive,
-                                             restart_sampling)
+        quant_channels = quantized_channels(quantizer, embed_dim)
+        self.quantizer = build_quantizer(quantizer, embed_dim)
         self.quant_conv = nn.Conv2d(z_channels, quant_channels, 1)
         self.post_quant_conv = nn.Conv2d(quant_channels, z_channels, 1)
         self.decoder = build_decoder(in_channels, z_channels, **arch)
@@ -73,27 +65,25 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
     @classmethod
     def from_model_config(cls, cfg: TokenizerModelConfig, resolution: int, alignment: dict | None = None
                           ) -> VQTokenizer:
-        kwargs = asdict(cfg)
-        quantizer, vocab_dir = kwargs.pop("quantizer"), kwargs.pop("vqct_vocab")
-        top_k, transfer, dropout = (kwargs.pop(k) for k in ("vqct_top_k", "vqct_transfer", "vqct_dropout"))
-        if quantizer not in ("vq", "vqct"):
-            raise ValueError(f"model.quantizer must be vq or vqct, not {quantizer!r}")
-        if quantizer == "vq":
-            return cls(resolution=resolution, alignment=alignment, **kwargs)
-        words = load_vqct_vocab(vocab_dir)
-        spec = {"num_adjectives": words["num_adjectives"], "num_words": words["vectors"].shape[0],
-                "word_width": words["vectors"].shape[1], "num_edges": words["edges"].shape[0], "top_k": top_k,
-                "transfer": transfer, "dropout": dropout,
-                # in the VQCT spec, not read from model.l2_norm at load: tokenizers saved before
-                # VQCT honoured l2_norm carry l2_norm=true from the shapes preset and must keep
-                # their Euclidean lookup
-                "l2_norm": kwargs["l2_norm"]}
-        model = cls(resolution=resolution, alignment=alignment, vqct=spec, **kwargs)
+        """A new tokenizer from a run's `model` config (VQCT: with its vocabulary folder's words)."""
+        arch = {k: v for k, v in asdict(cfg).items() if k != "quantizer"}
+        quantizer = asdict(cfg.quantizer)
+        if cfg.quantizer.kind != "vqct":
+            return cls(resolution=resolution, alignment=alignment, quantizer_config=quantizer, **arch)
+        words = load_vqct_vocab(cfg.quantizer.vqct.vocab)
+        quantizer["vqct"] |= {"num_adjectives": words["num_adjectives"], "num_words": words["vectors"].shape[0],
+                              "word_width": words["vectors"].shape[1], "num_edges": words["edges"].shape[0]}
+        model = cls(resolution=resolution, alignment=alignment, quantizer_config=quantizer, **arch)
         t = model.quantizer.transfer
         t.word_vectors.copy_(words["vectors"])
         t.edges.copy_(words["edges"])
         t.edge_weights.copy_(words["weights"])
         return model
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """Loading: tokenizers saved with flat quantizer arguments still load (upgrade_saved_config)."""
+        return super().extract_init_dict(upgrade_saved_config(dict(config_dict)), **kwargs)
 
     def without_alignment(self) -> VQTokenizer:
         """A copy for inference: same weights, no alignment modules."""
@@ -115,7 +105,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
     @property
     def vocab_size(self) -> int:
         """Ids the tokens take (VQCT: adjective and noun codes together)."""
-        return self.quantizer.num_codes if self.config.vqct else self.config.codebook_size
+        return self.quantizer.num_codes
 
     @property
     def tokens_per_position(self) -> int:
@@ -129,9 +119,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> code ids (B, h, w), or (B, h, w, k + 1) for VQCT."""
-        if self.config.vqct:
-            return self.quantizer.encode(self.encode_features(images))
-        return self.quantizer.nearest(self.quantizer.project_in(self.encode_features(images)))
+        return self.quantizer.encode(self.encode_features(images))
 
     def decode_features(self, quantized: torch.Tensor) -> torch.Tensor:
         """(B, embed_dim, h, w) -> images (B, 3, H, W)."""

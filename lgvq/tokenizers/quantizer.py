@@ -124,6 +124,15 @@ class VectorQuantizer(nn.Module):
 
     tokens_per_position = 1
 
+    @property
+    def num_codes(self) -> int:
+        return self.codebook_size
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> ids (B, H, W) of the nearest codes, without training side effects."""
+        return self.nearest(self.project_in(z))
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids (B, H, W) -> quantized features (B, C, H, W), exactly as `forward` in eval mode."""
         z_q = F.embedding(ids, self.codes())

@@ -1,5 +1,5 @@
 """VQCT: a codebook transferred from word vectors through a graph network over adjectives and
-nouns, and the split adjective / noun quantization (reference: shared/reference/vqct.md).
+nouns, and the split adjective / noun quantization (docs/methods.md, "VQCT").
 
     transfer = CodebookTransfer(word_vectors, edges, weights, code_dim=256)    # E = GCN(X, A)
     vq = VQCTQuantizer(transfer, num_adjectives=n_adj, code_dim=256, top_k=2)
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from lgvq.errors import InputFileError
 from lgvq.tokenizers.quantizer import record_usage, usage_stats
 
 TRANSFERS = ("gcn", "mlp", "linear")
@@ -115,7 +116,7 @@ class VQCTOutput:
 class VQCTQuantizer(nn.Module):
     """`l2_norm` (not in VQCT; off in every preset): look up, average and decode l2-normalised
     codes and encoder halves, as the shapes VQ-GAN preset does; the layout and exact decoding are
-    unchanged. On shapes it kept fewer codes in use than VQCT's Euclidean lookup (README)."""
+    unchanged. On shapes it kept fewer codes in use than VQCT's Euclidean lookup (docs/results.md)."""
 
     def __init__(self, transfer: CodebookTransfer, num_adjectives: int, code_dim: int, top_k: int = 2,
                  beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100, l2_norm: bool = False):
@@ -202,15 +203,15 @@ class VQCTQuantizer(nn.Module):
         return rearrange(torch.cat([adj, noun], 1), "(b h w) c -> b c h w", b=b, h=h, w=w)
 
 
-def build_vqct_quantizer(spec: dict, code_dim: int, beta: float, legacy_beta: bool,
-                         usage_window: int) -> VQCTQuantizer:
-    """A VQCT quantizer of the shapes in `spec` (a tokenizer's config); the word vectors and edges
-    are buffers, filled from the vocabulary folder or from the saved weights."""
+def build_vqct_quantizer(spec: dict, code_dim: int, beta: float, legacy_beta: bool, usage_window: int,
+                         l2_norm: bool = False) -> VQCTQuantizer:
+    """A VQCT quantizer of the sizes in `spec` (model.quantizer.vqct of a tokenizer's config); the
+    word vectors and edges are buffers, filled from the vocabulary folder or from saved weights."""
     n, width, n_edges = spec["num_words"], spec["word_width"], spec["num_edges"]
     transfer = CodebookTransfer(torch.zeros(n, width), torch.zeros(n_edges, 2, dtype=torch.long),
                                 torch.zeros(n_edges), code_dim, spec.get("transfer", "gcn"), spec.get("dropout", 0.5))
     return VQCTQuantizer(transfer, spec["num_adjectives"], code_dim, spec.get("top_k", 2), beta, legacy_beta,
-                         usage_window, spec.get("l2_norm", False))
+                         usage_window, l2_norm)
 
 
 def load_vqct_vocab(folder: str | None) -> dict:
@@ -222,8 +223,8 @@ def load_vqct_vocab(folder: str | None) -> dict:
     from lgvq.text.vocab import Vocabulary
 
     if not folder or not (Path(folder) / "vocab.json").is_file():
-        raise FileNotFoundError(f"model.vqct_vocab={folder!r} is not a vocabulary folder; write one with "
-                                f"`lgvq build-vocab --data ... --out DIR` and set model.vqct_vocab=DIR")
+        raise InputFileError(f"model.quantizer.vqct.vocab={folder!r} is not a vocabulary folder; write one with "
+                             f"`lgvq build-vocab --data ... --out DIR` and set model.quantizer.vqct.vocab=DIR")
     vocab = Vocabulary.load(folder)
     vectors = load_file(str(Path(folder) / "word_vectors.safetensors"))["vectors"]
     pairs, weights = vocab.edge_index()

@@ -15,6 +15,8 @@ import re
 import shutil
 from pathlib import Path
 
+from lgvq.errors import InputFileError
+
 STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
 
@@ -37,7 +39,7 @@ def resolve_resume(root: Path, resume: str | None) -> Path | None:
         return found[-1] if found else None
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint folder (no {STATE_FILE}); "
+        raise InputFileError(f"--resume {resume}: not a complete checkpoint folder (no {STATE_FILE}); "
                                 f"checkpoints of this run: {[p.name for p in checkpoint_dirs(root)] or 'none'}")
     return path
 

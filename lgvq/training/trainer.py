@@ -29,16 +29,14 @@ from tqdm.auto import tqdm
 
 from lgvq.config import TrainConfig
 from lgvq.devices import resolve_mixed_precision
+from lgvq.errors import TrainingDiverged
+from lgvq.runs import RunDir
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.ema import build_ema, load_ema, save_ema
 from lgvq.training.optim import build_adam
 from lgvq.training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite."""
 
 
 @dataclass
@@ -126,7 +124,8 @@ class Trainer:
                  tracker_config: dict | None = None):
         self.task, self.cfg = task, cfg
         self.run_dir = Path(run_dir)
-        self.ckpt_root = self.run_dir / "checkpoints"
+        self.run = RunDir(self.run_dir)
+        self.ckpt_root = self.run.checkpoints
         self.resume = resume
         if cfg.num_threads > 0:
             torch.set_num_threads(cfg.num_threads)
@@ -134,7 +133,7 @@ class Trainer:
             mixed_precision=resolve_mixed_precision(cfg.mixed_precision), log_with="tensorboard",
             step_scheduler_with_optimizer=False,
             project_config=ProjectConfiguration(project_dir=str(self.run_dir),
-                                                logging_dir=str(self.run_dir / "logs")))
+                                                logging_dir=str(self.run.logs)))
         self.tracker_config = tracker_config or {}
         self.step = 0
         check_process_group(self.accelerator.num_processes)
@@ -313,17 +312,17 @@ class Trainer:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            self.task.preview(model, self.step, self.run_dir / "samples")
+            self.task.preview(model, self.step, self.run.samples)
         model.train(was_training)
 
     def export(self) -> Path:
         """Write the final main module to RUN/model (EMA weights when EMA is on), atomically."""
         acc = self.accelerator
-        out = self.run_dir / "model"
+        out = self.run.model
         acc.wait_for_everyone()
         if acc.is_main_process:
             model = acc.unwrap_model(self.modules[self.task.main_module])
-            tmp = self.run_dir / ".tmp-model"
+            tmp = self.run.model_staging
             shutil.rmtree(tmp, ignore_errors=True)
             if self.ema is not None:
                 backup = [p.detach().clone() for p in model.parameters()]

@@ -1,4 +1,4 @@
-"""Does a generated image show what its shapes caption says? (shared/spec/shapes.md, "Scoring")
+"""Does a generated image show what its shapes caption says? (docs/shapes.md, "Scoring")
 
 Each pixel is mapped to the nearest palette colour; pixels nearer to black, or far from every
 palette colour, are background. Connected regions of one colour are the objects (specks smaller
@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from lgvq.data.shapes import COLOURS, PALETTE, RELATIONS, SHAPES, SIZES
+from lgvq.errors import CaptionGrammarError
 
 # A pixel farther than this (RGB Euclidean) from every palette colour is background. The closest
 # palette pair (red, orange) is 102 apart, so a pixel within 60 of one colour is never ambiguous.
@@ -35,10 +36,6 @@ _WORD = {"colour": "|".join(COLOURS), "shape": "|".join(SHAPES), "size": "|".joi
          "relation": "|".join(re.escape(r) for r in RELATIONS)}
 _OBJECT = r"an? (?:({size}) )?({colour}) ({shape})".format(**_WORD)
 _CAPTION = re.compile(r"^{obj}(?: ({relation}) {obj})?$".format(obj=_OBJECT, relation=_WORD["relation"]))
-
-
-class CaptionGrammarError(ValueError):
-    """A caption outside the grammar the scorer reads."""
 
 
 @dataclass(frozen=True)
@@ -147,3 +144,33 @@ def faithfulness(images: list[np.ndarray], captions: list[str]) -> dict[str, flo
     result["overall"] = float(np.mean(every)) if every else float("nan")
     result["count_one_object"], result["count_two_objects"] = len(hits["one_object"]), len(hits["two_objects"])
     return result
+
+
+class ShapesScorer:
+    """The shapes data's check of generated images, as datasets offer it (`dataset.scorer()`):
+    the prompts to generate from, and whether an image matches its caption."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def prompts(self, num: int) -> list[str]:
+        """The canonical captions of the dataset's first `num` images."""
+        return [self.dataset.sample(i).captions[0] for i in range(min(num, len(self.dataset)))]
+
+    def applies_to(self, caption: str) -> bool:
+        """Whether the caption is in the grammar the scorer reads."""
+        try:
+            parse_caption(caption)
+        except CaptionGrammarError:
+            return False
+        return True
+
+    def group(self, caption: str) -> str:
+        """one_object | two_objects: the group a caption's rate is reported in."""
+        return "one_object" if len(parse_caption(caption)[0]) == 1 else "two_objects"
+
+    def score(self, image: np.ndarray, caption: str) -> tuple[bool, str]:
+        return score_image(image, caption)
+
+    def rates(self, images: list[np.ndarray], captions: list[str]) -> dict[str, float]:
+        return faithfulness(images, captions)

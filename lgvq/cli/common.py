@@ -1,0 +1,66 @@
+"""Argument groups several verbs share, and how results are printed."""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+
+
+def api() -> ModuleType:
+    """The application layer (lgvq.api), imported when a verb runs rather than when the command
+    starts: torch, diffusers and transformers take ~10 s to import, which `--help` need not wait for."""
+    import lgvq.api
+
+    return lgvq.api
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """--help shows each option's default (unless its help already says it, or there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {action.default})".strip()
+
+
+def add_train_args(p: argparse.ArgumentParser, example: str, stage_two: bool = False) -> None:
+    p.add_argument("--config", required=True, action="append",
+                   help=f"YAML file, e.g. {example}; repeat to overlay files (later ones win)")
+    if stage_two:
+        p.add_argument("--data", help="code store to train on (overrides the config's `store`)")
+        p.add_argument("--init-from", help="a trained run of the same kind to continue from (fine-tuning)")
+    p.add_argument("--resume", help="'latest' or a checkpoint folder")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=200")
+
+
+def add_eval_data_args(p: argparse.ArgumentParser, model_help: str, out_default: str, batch_size: int) -> None:
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the run's own data)")
+    p.add_argument("--limit", type=int, help="evaluate the first N validation images (default: all)")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", help=f"JSON file (default: {out_default})")
+    p.add_argument("overrides", nargs="*", help="data.key=value overrides")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prior", required=True, help="a prior run folder (RUN with RUN/model and RUN/tokenizer)")
+    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = none (default: the run's)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default: the run's)")
+    p.add_argument("--top-k", type=int, help="0 = no top-k filter (default: the run's)")
+    p.add_argument("--top-p", type=float, help="1 = no nucleus filter (default: the run's)")
+    p.add_argument("--batch-size", type=int, help="images sampled at once (default: the run's)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def sampling_options(args: argparse.Namespace) -> dict:
+    return {"cfg_scale": args.cfg, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "batch_size": args.batch_size}
+
+
+def print_results(results: dict, table) -> int:
+    print(table(results))
+    print(f"results written to {results['written_to']}")
+    return 0

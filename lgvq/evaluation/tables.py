@@ -1,0 +1,73 @@
+"""The tables the evaluation verbs print, from their results dicts (plain Python: the command
+imports this without loading torch)."""
+
+from __future__ import annotations
+
+
+def tokenizer_table(results: dict) -> str:
+    """What `lgvq evaluate-tokenizer` prints."""
+    rows = [("images", results["num_images"]), ("PSNR (dB)", results["psnr"]), ("SSIM", results["ssim"]),
+            ("LPIPS", results["lpips"]), ("rFID", results["rfid"]),
+            ("codebook usage (%)", 100 * results["codebook_usage"]), ("perplexity", results["perplexity"]),
+            ("codebook size", results["codebook_size"]), ("tokens / image", results["tokens_per_image"])]
+    if results.get("black_patch_codes") is not None:
+        rows += [("black-patch codes", results["black_patch_codes"]),
+                 ("black-patch code entropy (nats)", results["black_patch_entropy"])]
+    for group, rate in (results.get("reconstruction_faithfulness") or {}).items():
+        if not group.startswith("count_"):
+            rows.append((f"reconstructions faithful, {group.replace('_', ' ')} (%)", _percent(rate)))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  -----"]
+    for name, value in rows:
+        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+        lines.append(f"{name:<{width}}  {shown}")
+    for key, note in results.get("notes", {}).items():
+        lines.append(f"note ({key}): {note}")
+    return "\n".join(lines)
+
+
+def _percent(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
+def alignment_table(results: dict) -> str:
+    """What `lgvq evaluate-alignment` prints."""
+    lines = [f"{'metric':<40}  value", f"{'-' * 40}  -----"]
+    for key, value in results.items():
+        shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+        lines.append(f"{key:<40}  {shown}")
+    return "\n".join(lines)
+
+
+def prior_table(results: dict) -> str:
+    """What `lgvq evaluate-prior` prints."""
+    lines = ["| metric | value |", "| --- | --- |"]
+    if "validation" in results:
+        v = results["validation"]
+        lines += [f"| validation NLL (nats/token) | {v['nll']:.3f} |", f"| perplexity | {v['perplexity']:.1f} |"]
+    if "faithfulness" in results:
+        f = results["faithfulness"]
+        groups = [k for k in f if not k.startswith("count_") and k != "overall"]
+        for seed, g in (results.get("faithfulness_per_seed") or {}).items():
+            lines.append(f"| faithfulness, seed {seed}, {' / '.join(k.replace('_', ' ') for k in groups)} | "
+                         + " / ".join(f"{g[k]:.1%}" for k in groups) + " |")
+        mean = f"mean of {len(results['seeds'])} seeds, " if results.get("seeds") else ""
+        lines += [f"| faithfulness, {mean}{k.replace('_', ' ')} ({f.get('count_' + k, '?')} prompts) | {f[k]:.1%} |"
+                  for k in groups]
+        lines.append(f"| faithfulness, {mean}overall | {f['overall']:.1%} |")
+    fid = results.get("fid") or {}
+    if fid.get("value") is not None:
+        lines.append(f"| FID ({fid['images']} images) | {fid['value']:.2f} |")
+    return "\n".join(lines)
+
+
+def vqa_table(r: dict) -> str:
+    lines = ["| question type | accuracy |", "| --- | --- |"]
+    lines += [f"| {k} | {v:.1%} |" for k, v in r["per_type"].items()]
+    return "\n".join([*lines, f"| all ({r['questions']}) | {r['accuracy']:.1%} |"])
+
+
+def caption_table(r: dict) -> str:
+    keys = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"]
+    return "\n".join(["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys),
+                      "| " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |"])

@@ -1,0 +1,145 @@
+"""Every folder lgvq writes, laid out in one place. Code asks these types for a path; nothing
+else spells the names below (the inside of a checkpoint belongs to lgvq.training.checkpoint, the
+inside of a store split to lgvq.data.code_store).
+
+    RUN (a training run, `train.output_dir`)          STORE (`lgvq encode --out`)
+      config.yaml      the resolved config               train/, validation/   one split each
+      model/           the trained model                 tokenizer/            the stage-one model
+      tokenizer/       stage two: the stage-one model
+      checkpoints/     step-NNNNNNN/ (resumable)       PIPELINE (`scripts/run_pipeline.sh --out`)
+      logs/            TensorBoard                       tokenizer/ prior/ captioner/ vqa/   RUNs
+      samples/         preview grids                     codes/                              a STORE
+      eval/            NAME.json, samples*/              vocab/ text_cache/ logs/ plots/ .stages/
+                                                         timings.json peak_memory.json report.md report.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_CONFIG = "config.json"  # what marks a saved model folder (save_pretrained)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A training run's folder."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, path: str | Path) -> RunDir:
+        """The run of a run folder or of its model folder (RUN/model)."""
+        path = Path(path)
+        if path.name == "model" and (path / MODEL_CONFIG).is_file() and not (path / "model").is_dir():
+            return cls(path.parent)
+        return cls(path)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def model_staging(self) -> Path:
+        """Where the model is written before it is renamed to `model` in one step."""
+        return self.root / ".tmp-model"
+
+    @property
+    def tokenizer(self) -> Path:
+        """Stage-two runs: the stage-one model their codes came from."""
+        return self.root / "tokenizer"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    def eval_file(self, name: str) -> Path:
+        """eval/NAME.json: an evaluation's results."""
+        return self.eval_dir / f"{name}.json"
+
+    def eval_samples(self, seed: int | None = None) -> Path:
+        """Generated images of an evaluation: eval/samples (the first seed) or eval/samples_seedN."""
+        return self.eval_dir / ("samples" if seed is None else f"samples_seed{seed}")
+
+
+def model_dir(path: str | Path) -> Path:
+    """A run folder (RUN) or its model folder (RUN/model) -> the model folder."""
+    path = Path(path)
+    return path / "model" if (path / "model" / MODEL_CONFIG).is_file() else path
+
+
+@dataclass(frozen=True)
+class StoreDir:
+    """A code store's folder: one subfolder per split, and a copy of its tokenizer."""
+
+    root: Path
+
+    def split(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+
+@dataclass(frozen=True)
+class PipelineDir:
+    """The folder of one `scripts/run_pipeline.sh` run."""
+
+    root: Path
+
+    @property
+    def tokenizer(self) -> RunDir:
+        return RunDir(self.root / "tokenizer")
+
+    @property
+    def codes(self) -> StoreDir:
+        return StoreDir(self.root / "codes")
+
+    @property
+    def prior(self) -> RunDir:
+        return RunDir(self.root / "prior")
+
+    @property
+    def captioner(self) -> RunDir:
+        return RunDir(self.root / "captioner")
+
+    @property
+    def vqa(self) -> RunDir:
+        return RunDir(self.root / "vqa")
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def timings(self) -> Path:
+        return self.root / "timings.json"
+
+    @property
+    def peak_memory(self) -> Path:
+        return self.root / "peak_memory.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
