@@ -14,7 +14,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -24,10 +24,45 @@ from lgvq.errors import ConfigError
 
 T = TypeVar("T")
 
+# A field's allowed range, checked when the config loads (`limits` of a config class):
+# ">= 1", "> 0", "[0, 1]", "[0, 1)", "(0, 1]"; "each >= 1" applies to every item of a list.
+
+
+def within(value: float, rule: str) -> bool:
+    if rule.startswith(">="):
+        return value >= float(rule[2:])
+    if rule.startswith(">"):
+        return value > float(rule[1:])
+    low, high = (float(x) for x in rule[1:-1].split(","))
+    above = value >= low if rule[0] == "[" else value > low
+    below = value <= high if rule[-1] == "]" else value < high
+    return above and below
+
+
+def check_limits(cfg: Any, prefix: str = "") -> None:
+    """Raise ConfigError for the first value outside its field's range, naming the key and range."""
+    limits = getattr(type(cfg), "limits", {})
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_limits(value, f"{prefix}{f.name}.")
+            continue
+        rule = limits.get(f.name)
+        if rule is None or value is None:
+            continue
+        each = rule.startswith("each ")
+        items = value if each else [value]
+        if not all(within(v, rule.removeprefix("each ")) for v in items):
+            raise ConfigError(f"config key '{prefix}{f.name}' must be {rule} (got {value!r})")
+
 
 @dataclass
 class DataConfig:
     """Where images and captions come from and how they are prepared."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "image_size": ">= 8", "num_train": ">= 1", "num_val": ">= 0", "two_object_fraction": "[0, 1]",
+        "shuffle_buffer": ">= 1", "resize": ">= 1", "num_workers": ">= 0"}
 
     source: Literal["shapes", "folder", "hub"] = "shapes"
     path: str | None = None  # folder path (source=folder) or hub dataset id (source=hub)
@@ -56,6 +91,12 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     """The shared training loop (lgvq.training.Trainer)."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "max_steps": ">= 1", "batch_size": ">= 1", "grad_accum": ">= 1", "lr": "> 0", "betas": "each [0, 1)",
+        "weight_decay": ">= 0", "warmup_steps": ">= 0", "min_lr_ratio": "[0, 1]", "grad_clip": ">= 0",
+        "ema_decay": "[0, 1)", "log_every": ">= 1", "sample_every": ">= 0", "checkpoint_every": ">= 1",
+        "keep_checkpoints": ">= 1", "num_threads": ">= 0"}
 
     output_dir: str = "runs/tokenizer"
     max_steps: int = 2000
@@ -173,7 +214,9 @@ def load_config(schema: type[T], path: str | Path | list[str | Path] | None = No
             key = getattr(e, "full_key", None) or "?"
             msg = str(e).split("\n")[0]
             raise ConfigError(f"{origin}: bad value for config key '{key}': {msg}") from None
-    return OmegaConf.to_object(merged)
+    cfg = OmegaConf.to_object(merged)
+    check_limits(cfg)
+    return cfg
 
 
 def to_yaml(cfg: Any) -> str:

@@ -66,6 +66,8 @@ class PriorPipeline:
                   **overrides) -> list[Image.Image]:
         args = self.defaults | {k: v for k, v in overrides.items() if v is not None}
         batch_size = int(args.pop("batch_size"))
+        if batch_size < 1:
+            raise PromptError(f"batch_size must be >= 1, not {batch_size}")
         top_k = int(args["top_k"]) or None
         top_p = args["top_p"] if args["top_p"] < 1 else None
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
@@ -93,6 +95,7 @@ class PriorPipeline:
         """Keep the top `keep_top` of the image's token rows and sample the rest."""
         if not 0 <= keep_top < 1:
             raise PromptError(f"keep_top must be in [0, 1), not {keep_top}")
+        _check_count(num_images)
         pixels = load_image(image, self.tokenizer.config.resolution)[None].to(self.device)
         with torch.no_grad():
             ids = self.tokenizer.encode(pixels).reshape(1, -1)
@@ -123,7 +126,8 @@ class PriorPipeline:
                 raise PromptError("empty prompt: give the text to draw, e.g. 'a small red circle'")
             n = len(self.text_encoder.tokenizer(p)["input_ids"])
             if n > limit:
-                raise PromptError(f"prompt {p!r} has {n} tokens; this prior takes at most {limit} "
+                shown = p if len(p) <= 80 else p[:77] + "..."
+                raise PromptError(f"prompt {shown!r} has {n} tokens; this prior takes at most {limit} "
                                   f"(the longest caption it was trained on)")
         feats = self.text_encoder.encode(prompts)
         return Condition(text=feats.tokens.float(), text_mask=feats.mask)
@@ -139,6 +143,7 @@ class TextToImagePipeline(PriorPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise PromptError("no prompts given")
+        _check_count(num_images)
         cond = self.text_condition([p for p in prompts for _ in range(num_images)])
         return self._generate(cond, seed, **sampling)
 
@@ -150,7 +155,7 @@ class ClassConditionalPipeline(PriorPipeline):
         names = self.prior.config.class_names or []
         out = []
         for c in classes if isinstance(classes, list) else [classes]:
-            if isinstance(c, str) and not c.isdigit():
+            if isinstance(c, str) and not c.strip().lstrip("+-").isdigit():
                 if c not in names:
                     raise PromptError(f"unknown class name {c!r}; known: {', '.join(names) or 'none (use ids)'}")
                 c = names.index(c)
@@ -162,6 +167,7 @@ class ClassConditionalPipeline(PriorPipeline):
 
     def __call__(self, classes: int | str | list, num_images: int = 1, seed: int | None = None,
                  **sampling) -> list[Image.Image]:
+        _check_count(num_images)
         labels = torch.tensor([c for c in self.class_ids(classes) for _ in range(num_images)])
         return self._generate(Condition(labels=labels), seed, **sampling)
 
@@ -170,6 +176,7 @@ class UnconditionalPipeline(PriorPipeline):
     conditioning = "none"
 
     def __call__(self, num_images: int = 1, seed: int | None = None, **sampling) -> list[Image.Image]:
+        _check_count(num_images)
         return self._generate(Condition(batch_size=num_images), seed, **sampling)
 
 
@@ -179,6 +186,11 @@ PIPELINES = {"text": TextToImagePipeline, "class": ClassConditionalPipeline, "no
 def load_pipeline(run_dir: str | Path, device: str | torch.device | None = None) -> PriorPipeline:
     """The pipeline matching the run's prior (text, class or unconditional)."""
     return PriorPipeline.from_pretrained(run_dir, device)
+
+
+def _check_count(num_images: int) -> None:
+    if num_images < 1:
+        raise PromptError(f"num_images must be >= 1, not {num_images}")
 
 
 def _slice_condition(cond: Condition, a: int, b: int) -> Condition:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from einops import rearrange
@@ -41,6 +41,13 @@ PRECISIONS = ("auto", "bf16", "fp32")
 @dataclass
 class LGVQConfig:
     """`alignment: lgvq` options. Default weights: the official CelebA-HQ/TextCaps configs."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "gsa_weight": ">= 0", "mtp_weight": ">= 0", "ras_weight": ">= 0", "max_length": ">= 2",
+        "visual_width": ">= 1", "visual_layers": ">= 1", "visual_heads": ">= 1", "mtp_layers": ">= 1",
+        "mtp_heads": ">= 1", "mtp_dropout": "[0, 1)", "mask_ratio_mean": "[0, 1]", "mask_ratio_std": ">= 0",
+        "mask_ratio_min": "[0, 1]", "mask_ratio_max": "[0, 1]", "label_smoothing": "[0, 1)",
+        "gsa_temperature": "> 0"}
 
     gsa_weight: float = 0.001
     mtp_weight: float = 0.01

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from types import ModuleType
 
+from lgvq.config import within
+
 
 def api() -> ModuleType:
     """The application layer (lgvq.api), imported when a verb runs rather than when the command
@@ -12,6 +14,22 @@ def api() -> ModuleType:
     import lgvq.api
 
     return lgvq.api
+
+
+def number(kind: type, rule: str):
+    """An argparse type: an int or float within `rule` (">= 1", "(0, 1]", ...); a value outside
+    stops with the option's name and the range, before anything runs."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({kind.__name__})") from None
+        if not within(value, rule):
+            raise argparse.ArgumentTypeError(f"must be {rule} (got {text})")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -37,8 +55,8 @@ def add_train_args(p: argparse.ArgumentParser, example: str, stage_two: bool = F
 def add_eval_data_args(p: argparse.ArgumentParser, model_help: str, out_default: str, batch_size: int) -> None:
     p.add_argument("--model", required=True, help=model_help)
     p.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the run's own data)")
-    p.add_argument("--limit", type=int, help="evaluate the first N validation images (default: all)")
-    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--limit", type=number(int, ">= 1"), help="evaluate the first N validation images (default: all)")
+    p.add_argument("--batch-size", type=number(int, ">= 1"), default=batch_size)
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", help=f"JSON file (default: {out_default})")
     p.add_argument("overrides", nargs="*", help="data.key=value overrides")
@@ -46,11 +64,11 @@ def add_eval_data_args(p: argparse.ArgumentParser, model_help: str, out_default:
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", required=True, help="a prior run folder (RUN with RUN/model and RUN/tokenizer)")
-    p.add_argument("--cfg", type=float, help="classifier-free guidance scale, 1 = none (default: the run's)")
-    p.add_argument("--temperature", type=float, help="0 = greedy (default: the run's)")
-    p.add_argument("--top-k", type=int, help="0 = no top-k filter (default: the run's)")
-    p.add_argument("--top-p", type=float, help="1 = no nucleus filter (default: the run's)")
-    p.add_argument("--batch-size", type=int, help="images sampled at once (default: the run's)")
+    p.add_argument("--cfg", type=number(float, ">= 0"), help="classifier-free guidance scale, 1 = none (default: the run's)")
+    p.add_argument("--temperature", type=number(float, ">= 0"), help="0 = greedy (default: the run's)")
+    p.add_argument("--top-k", type=number(int, ">= 0"), help="0 = no top-k filter (default: the run's)")
+    p.add_argument("--top-p", type=number(float, "(0, 1]"), help="1 = no nucleus filter (default: the run's)")
+    p.add_argument("--batch-size", type=number(int, ">= 1"), help="images sampled at once (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lgvq.cli.common import HelpFormatter, add_train_args, api, print_results
+from lgvq.cli.common import HelpFormatter, add_train_args, api, number, print_results
 from lgvq.evaluation.tables import caption_table, vqa_table
 
 
@@ -62,7 +62,7 @@ def add_parsers(sub) -> None:
                        description="Prints one line per image: its path, a tab, the caption.")
     c.add_argument("--model", required=True, help="a captioning head run folder")
     c.add_argument("images", nargs="+")
-    c.add_argument("--beams", type=int, default=3, help="beam search width (1 = greedy)")
+    c.add_argument("--beams", type=number(int, ">= 1"), default=3, help="beam search width (1 = greedy)")
     c.set_defaults(func=cmd_caption)
 
     a = sub.add_parser("answer", help="answer a question about an image with a trained VQA head",
@@ -76,8 +76,8 @@ def add_parsers(sub) -> None:
                        formatter_class=HelpFormatter)
     e.add_argument("--model", required=True, help="a head run folder")
     e.add_argument("--store", help="code store with a validation/ split (default: the run's)")
-    e.add_argument("--beams", type=int, default=3, help="captioning heads: beam search width")
-    e.add_argument("--limit", type=int, help="the first N validation images (default: all)")
+    e.add_argument("--beams", type=number(int, ">= 1"), default=3, help="captioning heads: beam search width")
+    e.add_argument("--limit", type=number(int, ">= 1"), help="the first N validation images (default: all)")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     e.add_argument("--out", help="JSON file (default: RUN/eval/head.json)")
     e.set_defaults(func=cmd_evaluate_head)
@@ -90,7 +90,7 @@ def add_parsers(sub) -> None:
     r.add_argument("--texts-file", help="one text per line")
     r.add_argument("--direction", choices=["i2t", "t2i"], default="i2t",
                    help="i2t: texts for each image; t2i: images for each text")
-    r.add_argument("--top-k", type=int, default=3, help="matches shown per query")
+    r.add_argument("--top-k", type=number(int, ">= 1"), default=3, help="matches shown per query")
     r.set_defaults(func=cmd_retrieve)
 
     f = sub.add_parser("fill-mask", help="predict the masked words of a caption from an image (LG-VQ tokenizer)",
@@ -98,5 +98,5 @@ def add_parsers(sub) -> None:
     f.add_argument("--model", required=True, help="an LG-VQ tokenizer saved with its alignment modules")
     f.add_argument("--image", required=True)
     f.add_argument("--caption", required=True, help="with [MASK] (or _) for each word to predict")
-    f.add_argument("--top-k", type=int, default=3, help="words shown per mask")
+    f.add_argument("--top-k", type=number(int, ">= 1"), default=3, help="words shown per mask")
     f.set_defaults(func=cmd_fill_mask)

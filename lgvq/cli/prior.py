@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lgvq.cli.common import HelpFormatter, add_sampling_args, add_train_args, api, print_results, sampling_options
+from lgvq.cli.common import (
+    HelpFormatter,
+    add_sampling_args,
+    add_train_args,
+    api,
+    number,
+    print_results,
+    sampling_options,
+)
 from lgvq.errors import UsageError
 from lgvq.evaluation.tables import prior_table
 
@@ -73,12 +81,12 @@ def add_parsers(sub) -> None:
     e.add_argument("--out", required=True, help="store folder (gets train/ and validation/)")
     e.add_argument("--data", help="shapes, an imagefolder path, or a hub id (default: the tokenizer run's data)")
     e.add_argument("--splits", default="train,validation", help="comma-separated")
-    e.add_argument("--copies", type=int, default=1, help="augmented views per training image")
+    e.add_argument("--copies", type=number(int, ">= 1"), default=1, help="augmented views per training image")
     e.add_argument("--text-encoder", default="auto",
                    help="auto (the tokenizer's alignment encoder, else minilm), none, minilm, or a path/hub id")
-    e.add_argument("--text-max-length", type=int, default=32, help="caption truncation (tokens)")
+    e.add_argument("--text-max-length", type=number(int, ">= 2"), default=32, help="caption truncation (tokens)")
     e.add_argument("--text-cache-dir", help="reuse / extend a caption-feature cache folder (same encoder and length)")
-    e.add_argument("--batch-size", type=int, default=64, help="images encoded at once")
+    e.add_argument("--batch-size", type=number(int, ">= 1"), default=64, help="images encoded at once")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     e.add_argument("overrides", nargs="*", help="data.key=value overrides")
     e.set_defaults(func=cmd_encode)
@@ -97,7 +105,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--prompts-file", help="one prompt per line")
     s.add_argument("--class", dest="class_", help="class id(s) or name(s), comma-separated")
     s.add_argument("--unconditional", action="store_true")
-    s.add_argument("--num-images", type=int, default=4, help="images per prompt / class")
+    s.add_argument("--num-images", type=number(int, ">= 1"), default=4, help="images per prompt / class")
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_sample)
 
@@ -106,10 +114,10 @@ def add_parsers(sub) -> None:
                                    "needs --prompt, a class-conditional one --class.")
     add_sampling_args(c)
     c.add_argument("--image", required=True, help="the image to complete (any size)")
-    c.add_argument("--keep-top", type=float, default=0.5, help="fraction of token rows kept")
+    c.add_argument("--keep-top", type=number(float, "[0, 1)"), default=0.5, help="fraction of token rows kept")
     c.add_argument("--prompt", help="text priors: what the completed image shows")
     c.add_argument("--class", dest="class_", help="class-conditional priors: the class id or name")
-    c.add_argument("--num-images", type=int, default=4, help="completions")
+    c.add_argument("--num-images", type=number(int, ">= 1"), default=4, help="completions")
     c.add_argument("--out", required=True, help="output folder")
     c.set_defaults(func=cmd_complete)
 
@@ -117,10 +125,10 @@ def add_parsers(sub) -> None:
                        formatter_class=HelpFormatter)
     add_sampling_args(v)
     v.add_argument("--store", help="code store with a validation/ split (default: the run's)")
-    v.add_argument("--num-prompts", type=int, default=200, help="validation prompts per sampling seed")
+    v.add_argument("--num-prompts", type=number(int, ">= 1"), default=200, help="validation prompts per sampling seed")
     v.add_argument("--seeds", help="several sampling seeds, e.g. 0,1,2: faithfulness per seed and their mean "
                                    "(default: --seed alone)")
-    v.add_argument("--limit", type=int, help="validation items for the NLL (default: all)")
+    v.add_argument("--limit", type=number(int, ">= 1"), help="validation items for the NLL (default: all)")
     v.add_argument("--inception-path", help="folder or file of clean-fid's inception-2015-12-05.pt")
     v.add_argument("--no-fid", action="store_true", help="skip FID")
     v.add_argument("--out", help="JSON file (default: RUN/eval/prior.json)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lgvq.cli.common import HelpFormatter, add_eval_data_args, add_train_args, api, print_results
+from lgvq.cli.common import HelpFormatter, add_eval_data_args, add_train_args, api, number, print_results
 from lgvq.evaluation.tables import alignment_table, tokenizer_table
 
 
@@ -60,8 +60,8 @@ def add_parsers(sub) -> None:
     v.add_argument("--out", required=True)
     v.add_argument("--source", choices=["captions", "encoder_vocab"], default="captions",
                    help="captions: the paper's mining; encoder_vocab: the text encoder's whole words")
-    v.add_argument("--min-count", type=int, default=11, help="captions: keep words seen this often (official: > 10)")
-    v.add_argument("--max-words", type=int, default=4096, help="encoder_vocab: vocabulary size")
+    v.add_argument("--min-count", type=number(int, ">= 1"), default=11, help="captions: keep words seen this often (official: > 10)")
+    v.add_argument("--max-words", type=number(int, ">= 2"), default=4096, help="encoder_vocab: vocabulary size")
     v.add_argument("--text-encoder", default="minilm", help="for the word vectors: minilm, or a path / hub id")
     v.add_argument("--tagger", choices=["lexicon", "nltk"], default="lexicon",
                    help="part-of-speech tagging: lemminflect's lexicon, or NLTK's tagger (needs its data)")

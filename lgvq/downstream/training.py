@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class HeadModelConfig:
+    """A captioning or VQA head: its width and depth, and how it reads the codes."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "dim": ">= 1", "depth": ">= 1", "heads": ">= 1", "code_encoder_depth": ">= 0", "code_conv_layers": ">= 0",
+        "dropout": "[0, 1)", "max_length": ">= 2"}
     dim: int = 192
     depth: int = 3
     heads: int = 4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from lgvq.config import TrainConfig
 
@@ -11,6 +11,10 @@ from lgvq.config import TrainConfig
 @dataclass
 class PriorModelConfig:
     """The GPT (x-transformers Decoder) and its conditioning."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "dim": ">= 1", "depth": ">= 1", "heads": ">= 1", "ff_mult": ">= 1", "dropout": "[0, 1)",
+        "cond_dropout": "[0, 1]", "text_layers": ">= 0"}
 
     conditioning: Literal["auto", "none", "class", "text"] = "auto"  # auto: text if the store has caption features,
     #                             else class if it has labels, else none
@@ -27,6 +31,9 @@ class PriorModelConfig:
 @dataclass
 class SampleConfig:
     """Sampling defaults stored with the run (each can be changed per call)."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "temperature": ">= 0", "top_k": ">= 0", "top_p": "(0, 1]", "cfg_scale": ">= 0", "batch_size": ">= 1"}
 
     temperature: float = 1.0
     top_k: int = 0  # 0: no top-k filter

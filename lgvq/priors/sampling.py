@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
+from lgvq.errors import PromptError
 from lgvq.priors.model import Condition, PriorTransformer
 
 
@@ -37,13 +38,13 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, cfg_scale: float) -> None:
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), not {temperature}")
+        raise PromptError(f"temperature must be >= 0 (0 = greedy), not {temperature}")
     if top_k is not None and top_k < 0:
-        raise ValueError(f"top_k must be >= 1 (or 0/None for no limit), not {top_k}")
+        raise PromptError(f"top_k must be >= 1 (or 0/None for no limit), not {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+        raise PromptError(f"top_p must be in (0, 1], not {top_p}")
     if cfg_scale < 0:
-        raise ValueError(f"cfg_scale must be >= 0, not {cfg_scale}")
+        raise PromptError(f"cfg_scale must be >= 0, not {cfg_scale}")
 
 
 @torch.no_grad()

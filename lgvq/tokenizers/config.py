@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from lgvq.alignment.lgvq import LGVQConfig
 from lgvq.config import DataConfig, TrainConfig
@@ -12,6 +12,9 @@ from lgvq.config import DataConfig, TrainConfig
 @dataclass
 class CVQConfig:
     """CVQ-VAE's online clustering (`kind: cvq`): rarely used codes move toward batch features."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "decay": "[0, 1)"}
 
     decay: float = 0.99  # EMA decay of code usage
     anchor: Literal["probrandom", "closest", "random"] = "probrandom"
@@ -22,6 +25,9 @@ class CVQConfig:
 class VQCTConfig:
     """VQCT's transferred codebook (`kind: vqct`): codes are a graph network's output over words."""
 
+    limits: ClassVar[dict[str, str]] = {
+        "top_k": ">= 1", "dropout": "[0, 1)"}
+
     vocab: str | None = None  # folder written by `lgvq build-vocab`
     top_k: int = 2  # adjective codes averaged per position (VQCT: 2)
     transfer: Literal["gcn", "mlp", "linear"] = "gcn"  # mlp / linear: the ablations without the graph
@@ -31,6 +37,10 @@ class VQCTConfig:
 @dataclass
 class QuantizerConfig:
     """The quantizer: plain VQ, CVQ or VQCT, and how codes are looked up and kept in use."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "codebook_size": ">= 2", "codebook_dim": ">= 1", "beta": ">= 0", "usage_window": ">= 1",
+        "restart_every": ">= 1"}
 
     kind: Literal["vq", "cvq", "vqct"] = "vq"
     codebook_size: int = 1024  # vq / cvq (VQCT's size is its vocabulary's)
@@ -57,6 +67,10 @@ def quantizer_dict(**fields) -> dict:
 @dataclass
 class TokenizerModelConfig:
     """Autoencoder (taming architecture) and quantizer."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "ch": ">= 1", "ch_mult": "each >= 1", "num_res_blocks": ">= 1", "attn_resolutions": "each >= 1",
+        "z_channels": ">= 1", "embed_dim": ">= 1", "norm_groups": ">= 1"}
 
     ch: int = 64
     ch_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 4])  # downsampling f = 2^(len-1)
@@ -106,6 +120,10 @@ def upgrade_model_section(model: dict) -> dict:
 @dataclass
 class TokenizerLossConfig:
     """Reconstruction, perceptual and adversarial terms (taming's VQLPIPSWithDiscriminator)."""
+
+    limits: ClassVar[dict[str, str]] = {
+        "perceptual_weight": ">= 0", "codebook_weight": ">= 0", "disc_weight": ">= 0", "disc_start": ">= 0",
+        "disc_ndf": ">= 1", "disc_layers": ">= 1", "disc_lr": "> 0"}
 
     rec_loss: Literal["l1", "mse"] = "l1"  # l1 (VQ-GAN) | mse (VQ-VAE)
     perceptual_weight: float = 0.0  # LPIPS; > 0 needs torchvision's VGG16 weights
