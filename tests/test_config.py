@@ -61,3 +61,21 @@ def test_lgvq_weight_presets_overlay_a_tokenizer_config(overlay):
     expected = {"cub.yaml": (0.001, 0.001, 0.001), "shapes.yaml": (0.01, 0.1, 0.001)}.get(
         overlay.name, (0.001, 0.01, 0.0001))
     assert (cfg.lgvq.gsa_weight, cfg.lgvq.mtp_weight, cfg.lgvq.ras_weight) == expected
+    paper_preset = overlay.name != "shapes.yaml"  # the official weights come with the text tower they were tuned on
+    assert (cfg.lgvq.text_encoder == "openai/clip-vit-base-patch32") == paper_preset
+
+
+def replication(*names: str) -> TokenizerRunConfig:
+    base = [REPO / "configs/replicate/vqgan_f16.yaml", REPO / "configs/replicate/cub.yaml"]
+    return load_config(TokenizerRunConfig, base + [REPO / "configs/replicate" / n for n in names])
+
+
+def test_replication_presets_are_the_official_setups():
+    for cfg in (replication(), replication("cvq.yaml"), replication("vqct.yaml")):
+        assert cfg.train.grad_clip == 0.0  # taming clips no gradient
+        assert cfg.train.schedule == "constant" and cfg.train.mixed_precision == "no"
+    cvq = replication("cvq.yaml").model.quantizer
+    assert cvq.kind == "cvq" and cvq.cvq.contrastive and cvq.cvq.anchor == "probrandom" and cvq.cvq.decay == 0.99
+    vqct = replication("vqct.yaml").train
+    assert vqct.lr == pytest.approx(7.2e-5) and vqct.batch_size * vqct.grad_accum == 16  # 2 GPUs x 8 officially
+    assert replication().train.lr == pytest.approx(3.6e-5)  # LG-VQ: 4.5e-6 x batch 8 on one GPU

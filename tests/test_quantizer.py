@@ -174,8 +174,8 @@ def test_cvq_pulls_unused_codes_to_the_features_and_leaves_used_ones(anchor):
 
 def test_cvq_contrastive_term_trains_the_codes():
     torch.manual_seed(0)
-    vq = VectorQuantizer(8, 4, cvq_contrastive=True).train()
-    plain = VectorQuantizer(8, 4).train()
+    vq = VectorQuantizer(8, 4, cvq_contrastive=True, l2_norm=True).train()  # bounded distances: the term is not ~0
+    plain = VectorQuantizer(8, 4, l2_norm=True).train()
     plain.load_state_dict(vq.state_dict())
     z = torch.randn(2, 4, 4, 4)
     with_term, without = vq(z), plain(z)
@@ -183,3 +183,27 @@ def test_cvq_contrastive_term_trains_the_codes():
     with_term.loss.backward()
     assert vq.codebook.weight.grad.abs().sum() > 0
 
+
+
+def official_cvq_setup(anchor: str) -> tuple[VectorQuantizer, torch.Tensor]:
+    """The replication presets' CVQ: no l2 norm, U(-1/K, 1/K) codes, K = 1024, d = 256."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(1024, 256, online_clustering=True, cvq_anchor=anchor).train()
+    z = torch.randn(2, 256, 16, 16) * torch.rand(2, 1, 16, 16) * 2  # features of varied norms
+    return vq, z.permute(0, 2, 3, 1).reshape(-1, 256)
+
+
+def test_cvq_closest_anchor_is_the_nearest_feature_by_full_distance():
+    vq, features = official_cvq_setup("closest")
+    expected = torch.cdist(vq.codebook.weight.detach(), features).argmin(1)  # (K,) nearest feature per code
+    vq(features.reshape(2, 16, 16, 256).permute(0, 3, 1, 2))
+    # every code was unused, so it now sits on its anchor (w = exp(-1e-3) keeps 0.1 % of the old code)
+    chosen = torch.cdist(vq.codebook.weight.detach(), features).argmin(1)
+    assert torch.equal(chosen, expected)
+
+
+def test_cvq_probrandom_draws_from_the_softmax_of_the_full_distance():
+    vq, features = official_cvq_setup("probrandom")
+    direct = torch.softmax(-torch.cdist(features, vq.codebook.weight.detach()).pow(2).t(), dim=1)  # (K, M)
+    used = torch.softmax(vq.anchor_scores(features).t(), dim=1)
+    assert torch.allclose(used, direct, atol=1e-5)

@@ -47,6 +47,21 @@ def test_transfer_recomputed_in_training_and_cached_in_eval():
         CodebookTransfer(x, edges, w, D, "gat")
 
 
+def test_eval_cache_follows_new_weights():
+    x, edges, w = graph()
+    torch.manual_seed(0)
+    net = CodebookTransfer(x, edges, w, D).eval()
+    torch.manual_seed(1)
+    other = CodebookTransfer(x, edges, w, D).eval()
+    with torch.no_grad():
+        old = net().clone()
+        net.load_state_dict(other.state_dict())  # an eval model that has encoded gets new weights
+        assert torch.allclose(net(), other())
+        assert not torch.allclose(net(), old)
+        net.layers[1].bias.add_(1.0)  # an in-place change to a parameter
+        assert torch.allclose(net(), other() + 1.0)
+
+
 def quantizer(**kw):
     x, edges, w = graph()
     torch.manual_seed(0)

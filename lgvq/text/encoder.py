@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lgvq.errors import InputFileError
+from lgvq.quiet import no_library_progress
 
 DEFAULT_TEXT_ENCODER = "minilm"
 ALIASES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -56,7 +57,13 @@ class FrozenTextEncoder(nn.Module):
         if not Path(path).exists() and "/" not in path:
             raise InputFileError(f"text encoder {name!r} is neither a local folder nor a hub id; "
                                     f"use 'minilm' (packaged) or e.g. openai/clip-vit-base-patch32")
-        config = AutoConfig.from_pretrained(path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except OSError as e:  # a hub id offline, or one not downloaded yet
+            raise InputFileError(
+                f"cannot load the text encoder {name!r} ({str(e).splitlines()[0]}); it comes from the hub on first "
+                f"use. Offline, switch to the packaged MiniLM: add lgvq.text_encoder=minilm to a tokenizer command "
+                f"(or --text-encoder minilm to encode / build-vocab)") from e
         self.is_clip = config.model_type in ("clip", "clip_text_model")
         if pooling == "auto":
             pooling = "eot" if self.is_clip else "mean"
@@ -65,10 +72,11 @@ class FrozenTextEncoder(nn.Module):
                              f"BERT-like encoders 'mean' or 'cls'")
         self.name, self.max_length, self.pooling = name, max_length, pooling
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        if self.is_clip:
-            self.model = CLIPTextModelWithProjection.from_pretrained(path)
-        else:
-            self.model = AutoModel.from_pretrained(path)  # its pooler (if any) is loaded but unused
+        with no_library_progress():  # a sub-second load; its bar would nest inside the caller's
+            if self.is_clip:
+                self.model = CLIPTextModelWithProjection.from_pretrained(path)
+            else:
+                self.model = AutoModel.from_pretrained(path)  # its pooler (if any) is loaded but unused
         limit = getattr(self.model.config, "max_position_embeddings", max_length)
         if max_length > limit:
             raise ValueError(f"max_length {max_length} exceeds {name}'s {limit} positions")

@@ -110,8 +110,19 @@ class VectorQuantizer(nn.Module):
 
     def distances(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Squared distances (M, K) up to the per-row ||z||^2, which no argmin or softmax over
-        codes depends on."""
+        codes (for one feature) depends on. Where features are ranked for one code, use
+        `full_distances`."""
         return codes.float().pow(2).sum(1)[None, :] - 2 * flat.float() @ codes.float().t()
+
+    def full_distances(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Squared distances (M, K) with the ||z||^2 term: ranking the features for one code (CVQ's
+        anchors, its contrastive term) depends on it unless the features are l2-normalised."""
+        return flat.float().pow(2).sum(1)[:, None] + self.distances(flat, codes)
+
+    def anchor_scores(self, flat: torch.Tensor) -> torch.Tensor:
+        """(M, K) how close each feature is to each code, -squared distance: CVQ's `closest`
+        anchor of code k is the argmax over features, `probrandom` draws from its softmax."""
+        return -self.full_distances(flat, self.codes())
 
     def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
         """Ids of the nearest codes, (B, H, W)."""
@@ -213,7 +224,7 @@ class VectorQuantizer(nn.Module):
         if self.cvq_anchor == "random":
             pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
         else:
-            similarity = -self.distances(flat, self.codes())  # (M, K)
+            similarity = self.anchor_scores(flat)  # (M, K)
             if self.cvq_anchor == "closest":
                 pick = similarity.argmax(0)
             else:
@@ -228,7 +239,7 @@ class VectorQuantizer(nn.Module):
         """CVQ-VAE's contrastive term: per code, its nearest features (positive, averaged) against
         the farthest half of the batch (negatives), temperature 0.07."""
         flat = z_e.reshape(-1, z_e.shape[-1])
-        similarity = -self.distances(flat, self.codes())  # (M, K), gradients reach the codes
+        similarity = self.anchor_scores(flat)  # (M, K), features ranked per code; gradients reach the codes
         ordered = similarity.sort(dim=0).values
         m = ordered.shape[0]
         positive = ordered[-max(1, m // self.codebook_size):].mean(0, keepdim=True)

@@ -68,11 +68,21 @@ class CodebookTransfer(nn.Module):
             self.layers = nn.ModuleList([nn.Linear(width, code_dim)])
         else:
             self.layers = nn.ModuleList([nn.Linear(width, code_dim), nn.Linear(code_dim, code_dim)])
+        # eval-mode codebook, with the version of the weights it was computed from: any in-place
+        # change (load_state_dict, an optimizer step, a manual edit) bumps a tensor's version
         self._cache: torch.Tensor | None = None
+        self._cache_key: tuple | None = None
 
     def train(self, mode: bool = True):
         self._cache = None
         return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cache, self._adjacency = None, None  # new weights and possibly new edges
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def _weights_key(self) -> tuple:
+        return tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
 
     def adjacency(self) -> torch.Tensor:
         """The normalised adjacency (sparse, on the buffers' device)."""
@@ -99,8 +109,9 @@ class CodebookTransfer(nn.Module):
         if self.training or torch.is_grad_enabled():
             self._cache = None
             return self.compute()
-        if self._cache is None or self._cache.device != self.word_vectors.device:
-            self._cache = self.compute()
+        key = self._weights_key()
+        if self._cache is None or self._cache_key != key:
+            self._cache, self._cache_key = self.compute(), key
         return self._cache
 
 
