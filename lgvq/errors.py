@@ -8,6 +8,9 @@ callers that catch those keep working.
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class LgvqError(Exception):
     """Base of every error the user can fix by changing the request."""
@@ -59,3 +62,37 @@ class NotAlignedError(LgvqError, ValueError):
 
 class TrainingDiverged(LgvqError, RuntimeError):
     """A loss became NaN or infinite."""
+
+
+class OutputWriteError(LgvqError, OSError):
+    """An output could not be written (disk full, no permission); what was there before is intact."""
+
+
+class OutputExistsError(LgvqError, FileExistsError):
+    """The output folder already holds results that the command would mix with or replace."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file size limit
+
+
+def write_errno(e: BaseException) -> int | None:
+    """The OS error number of a failed write, also where a library wrapped it in its own error
+    (safetensors: "I/O error: ... (os error 28)"; torch.save: "unexpected pos" on a full disk)."""
+    if getattr(e, "errno", None) is not None:
+        return e.errno
+    text = str(e)
+    if found := re.search(r"os error (\d+)", text):
+        return int(found.group(1))
+    if "unexpected pos" in text or "file write failed" in text:
+        return errno.ENOSPC
+    return None
+
+
+def describe_write_error(e: BaseException) -> str:
+    """A failed write in words: disk full, no permission, or the error itself."""
+    code = write_errno(e)
+    if code in DISK_FULL:
+        return "the disk is full or the file size limit was reached"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "no permission to write there"
+    return f"{type(e).__name__}: {e}"

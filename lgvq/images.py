@@ -7,6 +7,7 @@ and grids (previews, samples, reports).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from lgvq.data.transforms import to_tensor, to_uint8
-from lgvq.errors import DataError, InputFileError
+from lgvq.errors import DataError, InputFileError, OutputExistsError
 
 
 def load_image(image: str | Path | Image.Image, size: int) -> torch.Tensor:
@@ -58,11 +59,36 @@ def save_grid(rows: list[torch.Tensor], path: str | Path, scale: int = 1) -> Pat
     return path
 
 
+SAMPLE_FILE = re.compile(r"^\d{4,}\.png$")
+
+
+def old_samples(out: Path) -> list[Path]:
+    """The files a previous `save_samples` left in `out`."""
+    if not out.is_dir():
+        return []
+    return [p for p in out.iterdir() if SAMPLE_FILE.match(p.name) or p.name in ("prompts.txt", "grid.png")]
+
+
+def check_samples_folder(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse a folder that already holds samples unless `overwrite` (new images would replace
+    some of them and leave the others beside a prompts.txt that no longer describes them)."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise OutputExistsError(f"--out {out} is a file, not a folder; choose another --out")
+    found = old_samples(Path(out))
+    if found and not overwrite:
+        raise OutputExistsError(f"{out} already holds samples ({len(found)} files); choose another --out, "
+                                f"or pass --overwrite to replace them")
+
+
 def save_samples(images: Sequence[Image.Image], out: str | Path, captions: Sequence[str] | None = None,
-                 per_row: int = 8) -> Path:
+                 per_row: int = 8, overwrite: bool = False) -> Path:
     """NNNN.png per image, prompts.txt (line i = the prompt of image i) and grid.png (`per_row`
-    images a row, the last row padded with black)."""
+    images a row, the last row padded with black). A folder holding older samples is refused
+    unless `overwrite`, which removes them first."""
     out = Path(out)
+    check_samples_folder(out, overwrite)
+    for old in old_samples(out):
+        old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     for i, im in enumerate(images):
         im.save(out / f"{i:04d}.png")

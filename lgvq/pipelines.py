@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from lgvq.config import load_config
 from lgvq.data.transforms import to_uint8
@@ -63,7 +64,9 @@ class PriorPipeline:
 
     # -- shared machinery ----------------------------------------------------------------------
     def _generate(self, cond: Condition, seed: int | None, prompt_tokens: torch.Tensor | None = None,
-                  **overrides) -> list[Image.Image]:
+                  progress: tqdm | bool = True, **overrides) -> list[Image.Image]:
+        """Images for each row of `cond`, `batch_size` rows at a time. `progress`: a bar of tokens
+        of its own (True), none (False), or the caller's bar to update (e.g. one over many calls)."""
         args = self.defaults | {k: v for k, v in overrides.items() if v is not None}
         batch_size = int(args.pop("batch_size"))
         if batch_size < 1:
@@ -72,13 +75,20 @@ class PriorPipeline:
         top_p = args["top_p"] if args["top_p"] < 1 else None
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         n = cond.size()
+        kept = prompt_tokens.shape[1] if prompt_tokens is not None else 0
+        bar = progress if isinstance(progress, tqdm) else tqdm(
+            total=n * (self.prior.config.seq_len - kept), desc="sampling", unit="tok", unit_scale=True,
+            disable=not progress, leave=False)
         images = []
         for start in range(0, n, batch_size):
             part = _slice_condition(cond, start, min(n, start + batch_size)).to(self.device)
             prompt = prompt_tokens[start:start + batch_size] if prompt_tokens is not None else None
             tokens = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
-                              cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt)
+                              cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt,
+                              on_token=bar.update)
             images += self.decode(tokens)
+        if bar is not progress:
+            bar.close()
         return images
 
     @torch.no_grad()
@@ -119,7 +129,8 @@ class PriorPipeline:
             self._text_encoder = FrozenTextEncoder(c.text_encoder, c.text_length, c.text_pooling).to(self.device)
         return self._text_encoder
 
-    def text_condition(self, prompts: list[str]) -> Condition:
+    def check_prompts(self, prompts: list[str]) -> None:
+        """Each prompt is text, not empty, and within the prior's prompt length."""
         limit = self.prior.config.text_length
         for p in prompts:
             if not isinstance(p, str) or not p.strip():
@@ -129,6 +140,9 @@ class PriorPipeline:
                 shown = p if len(p) <= 80 else p[:77] + "..."
                 raise PromptError(f"prompt {shown!r} has {n} tokens; this prior takes at most {limit} "
                                   f"(the longest caption it was trained on)")
+
+    def text_condition(self, prompts: list[str]) -> Condition:
+        self.check_prompts(prompts)
         feats = self.text_encoder.encode(prompts)
         return Condition(text=feats.tokens.float(), text_mask=feats.mask)
 

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lgvq.api.data import apply_data_overrides, data_config_for, source_config
-from lgvq.data.code_store import StoreRequest, encode_split, keep_tokenizer_copy
+from lgvq.data.code_store import StoreRequest, encode_split, keep_tokenizer_copy, weights_fingerprint
 from lgvq.data.datasets import build_dataset
 from lgvq.devices import resolve_device
 from lgvq.runs import StoreDir
@@ -21,10 +21,12 @@ from lgvq.tokenizers.model import VQTokenizer
 def encode_store(tokenizer: str | Path, out: str | Path, data: str | None = None, overrides: Sequence[str] = (),
                  splits: Sequence[str] = ("train", "validation"), copies: int = 1, text_encoder: str = "auto",
                  text_max_length: int = 32, text_cache_dir: str | Path | None = None, batch_size: int = 64,
-                 device: str | None = None) -> dict[str, Path]:
+                 device: str | None = None, overwrite: bool = False) -> dict[str, Path]:
     """Encode each split of the data (the tokenizer run's own unless `data` names another source)
-    into the store `out`, resuming an interrupted attempt. `text_encoder`: auto (the tokenizer's
-    alignment encoder, else minilm), none, or a name / path. Returns each split's folder."""
+    into the store `out`, resuming an interrupted attempt. A store made from other inputs (another
+    tokenizer, data config, text encoder, or data files that changed since) is refused, or
+    rebuilt with `overwrite`. `text_encoder`: auto (the tokenizer's alignment encoder, else
+    minilm), none, or a name / path. Returns each split's folder."""
     model_dir = Path(tokenizer)
     model = VQTokenizer.from_pretrained(model_dir)
     if model.aligner is not None:
@@ -34,16 +36,18 @@ def encode_store(tokenizer: str | Path, out: str | Path, data: str | None = None
     if text_encoder == "auto":
         text_encoder = ((model.config.alignment or {}).get("config") or {}).get("text_encoder", "minilm")
     store = StoreDir(Path(out))
+    weights = weights_fingerprint(model_dir)
     written = {}
     for split in splits:
         dataset = build_dataset(data_cfg, split)
         names = dataset.class_names()
         request = StoreRequest(str(model_dir.resolve()), dict(model.config), asdict(data_cfg), split,
                                copies if split == "train" else 1, None if text_encoder == "none" else text_encoder,
-                               text_max_length)
+                               text_max_length, tokenizer_weights=weights, source=dataset.fingerprint(),
+                               num_images=len(dataset))
         written[split] = encode_split(model, dataset, store.split(split), request, batch_size=batch_size,
                                       device=str(resolve_device(device)), num_classes=len(names) if names else None,
-                                      class_names=names, text_cache_dir=text_cache_dir)
+                                      class_names=names, text_cache_dir=text_cache_dir, overwrite=overwrite)
         print(f"{split}: {len(dataset)} images encoded to {written[split]}")
     keep_tokenizer_copy(store.root, model_dir)  # after encoding: a store of another tokenizer was refused above
     return written

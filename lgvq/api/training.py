@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from lgvq.config import load_config, save_config
 from lgvq.downstream.training import CaptionTask, HeadRunConfig, VQATask
-from lgvq.errors import UsageError
+from lgvq.errors import ConfigError, UsageError
 from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.training import PriorTask
 from lgvq.runs import RunDir
@@ -54,26 +54,47 @@ def train(stage: Stage, configs: Sequence[str | Path], overrides: Sequence[str] 
     if not resume and ckpt.checkpoint_dirs(run.checkpoints):
         raise UsageError(f"{run.root} already holds checkpoints of a run; continue it with --resume latest, "
                          f"or choose another folder with train.output_dir=DIR")
-    run.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run.config)
+    if resume and run.config.is_file():
+        check_same_run(run.config, cfg)
     task = STAGES[stage][1](cfg, run.root)
-    trainer = Trainer(task, cfg.train, run.root, resume=resume, tracker_config=flat_config(cfg))
+    # the record is written once the run has started (models built, checkpoint restored): a resume
+    # that fails leaves RUN/config.yaml as it was
+    trainer = Trainer(task, cfg.train, run.root, resume=resume, tracker_config=flat_config(cfg),
+                      on_start=lambda: save_config(cfg, run.config))
     out = trainer.fit()
     if trainer.accelerator.is_main_process:
         print(f"{stage} saved to {out}")
     return out
 
 
+# sections a resumed run may change (a lower lr after a divergence, more steps, sampling options)
+RESUMABLE_CHANGES = ("train", "sample")
+
+
+def check_same_run(saved: Path, cfg) -> None:
+    """Refuse to resume a run with another model or data than it was started with, naming the keys."""
+    old = flat_config_of(OmegaConf.to_container(OmegaConf.structured(load_config(type(cfg), saved))))
+    new = flat_config_of(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if k.split(".")[0] not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:5])
+        raise ConfigError(f"--resume: this config differs from the run's {saved} in {len(changed)} key(s) ({shown}); "
+                          f"resume with --config {saved}, or start a new run in another train.output_dir")
+
+
+def flat_config_of(tree: dict, prefix: str = "") -> dict:
+    """Dotted keys -> values of a nested config dict."""
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat |= flat_config_of(v, f"{prefix}{k}.")
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
 def flat_config(cfg) -> dict:
     """Scalars only, dotted keys, for TensorBoard's hparams."""
-    flat = {}
-
-    def walk(node, prefix=""):
-        for k, v in node.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            else:
-                flat[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-
-    walk(OmegaConf.to_container(OmegaConf.structured(cfg)))
-    return flat
+    flat = flat_config_of(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}

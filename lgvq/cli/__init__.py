@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from lgvq.cli import data, heads, prior, report, tokenizer
 from lgvq.cli.common import HelpFormatter
-from lgvq.errors import LgvqError
+from lgvq.errors import DISK_FULL, LgvqError, describe_write_error
 
 # errors of the user's request or files: one line, exit 2 (the OS errors name the path); any
 # other exception is a bug and keeps its traceback
-USER_ERRORS = (LgvqError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+USER_ERRORS = (LgvqError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+               NotADirectoryError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lgvq", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--verbose", action="store_true",
+                   help="show the libraries' warnings and progress bars that lgvq silences (or LGVQ_VERBOSE=1)")
     sub = p.add_subparsers(dest="verb", required=True)
     for module in (tokenizer, prior, heads, report, data):
         module.add_parsers(sub)
@@ -36,14 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("accelerate", "diffusers", "transformers", "datasets", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.verbose:
+        os.environ["LGVQ_VERBOSE"] = "1"
+    else:
+        for noisy in ("accelerate", "diffusers", "transformers", "datasets", "PIL"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        print(f"error: {describe_write_error(e)} while writing {e.filename or 'the output'}; free space and run the "
+              f"same command again (training and encoding continue where they stopped)", file=sys.stderr)
         return 2
 
 

@@ -20,7 +20,8 @@ from lgvq.evaluation.tables import prior_table
 
 def cmd_encode(args: argparse.Namespace) -> int:
     api().encode_store(args.tokenizer, args.out, args.data, args.overrides, args.splits.split(","), args.copies,
-                 args.text_encoder, args.text_max_length, args.text_cache_dir, args.batch_size, args.device)
+                 args.text_encoder, args.text_max_length, args.text_cache_dir, args.batch_size, args.device,
+                 overwrite=args.overwrite)
     return 0
 
 
@@ -41,16 +42,18 @@ def _prompts(args: argparse.Namespace) -> list[str] | None:
 def cmd_sample(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.class_.split(",")] if args.class_ is not None else None
     images, captions = api().sample_images(args.prior, _prompts(args), classes, args.unconditional, args.num_images,
-                                     args.seed, args.device, **sampling_options(args))
-    api().save_samples(images, args.out, captions)
+                                           args.seed, args.device, out=args.out, overwrite=args.overwrite,
+                                           **sampling_options(args))
+    api().save_samples(images, args.out, captions, overwrite=args.overwrite)
     print(f"{len(images)} images and grid.png written to {args.out}")
     return 0
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
     images = api().complete_image(args.prior, args.image, args.keep_top, args.prompt, args.class_, args.num_images,
-                            args.seed, args.device, **sampling_options(args))
-    api().save_samples(images, args.out)
+                                  args.seed, args.device, out=args.out, overwrite=args.overwrite,
+                                  **sampling_options(args))
+    api().save_samples(images, args.out, overwrite=args.overwrite)
     print(f"{len(images)} images and grid.png written to {args.out}")
     return 0
 
@@ -88,6 +91,8 @@ def add_parsers(sub) -> None:
     e.add_argument("--text-cache-dir", help="reuse / extend a caption-feature cache folder (same encoder and length)")
     e.add_argument("--batch-size", type=number(int, ">= 1"), default=64, help="images encoded at once")
     e.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="rebuild a store made from other inputs (another tokenizer, data or changed files)")
     e.add_argument("overrides", nargs="*", help="data.key=value overrides")
     e.set_defaults(func=cmd_encode)
 
@@ -107,6 +112,7 @@ def add_parsers(sub) -> None:
     s.add_argument("--unconditional", action="store_true")
     s.add_argument("--num-images", type=number(int, ">= 1"), default=4, help="images per prompt / class")
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--overwrite", action="store_true", help="replace the samples already in --out")
     s.set_defaults(func=cmd_sample)
 
     c = sub.add_parser("complete", help="keep the top of an image and sample the rest", formatter_class=HelpFormatter,
@@ -119,6 +125,7 @@ def add_parsers(sub) -> None:
     c.add_argument("--class", dest="class_", help="class-conditional priors: the class id or name")
     c.add_argument("--num-images", type=number(int, ">= 1"), default=4, help="completions")
     c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--overwrite", action="store_true", help="replace the completions already in --out")
     c.set_defaults(func=cmd_complete)
 
     v = sub.add_parser("evaluate-prior", help="validation NLL, prompt faithfulness (shapes), FID",

@@ -23,8 +23,10 @@ from other data is refused rather than mixed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,24 +64,68 @@ class StoreRequest:
     text_encoder: str | None = "minilm"  # None: no caption features
     text_max_length: int = 32
     text_pooling: str = "auto"
+    tokenizer_weights: str | None = None  # hash of the tokenizer's weight files (`weights_fingerprint`)
+    source: str | None = None  # the dataset's `fingerprint()`: its files, beyond the data config
+    num_images: int | None = None
 
     def identity(self) -> dict:
         """JSON-normalised (tuples become lists), as it is stored in the manifest."""
         return json.loads(json.dumps({
             "tokenizer_config": {k: v for k, v in self.tokenizer_config.items() if not k.startswith("_")},
-            "data": self.data, "split": self.split, "copies": self.copies, "text_encoder": self.text_encoder,
-            "text_max_length": self.text_max_length}))
+            "tokenizer_weights": self.tokenizer_weights, "data": self.data, "source": self.source,
+            "num_images": self.num_images, "split": self.split, "copies": self.copies,
+            "text_encoder": self.text_encoder, "text_max_length": self.text_max_length}))
+
+
+# what changed, in words, for each identity key of a store that no longer matches its request
+IDENTITY_WORDS = {
+    "tokenizer_config": "the tokenizer's config", "tokenizer_weights": "the tokenizer's weights",
+    "data": "the data config", "source": "the data files (images or metadata added, removed or changed)",
+    "num_images": "the number of images", "split": "the split", "copies": "the number of augmented copies",
+    "text_encoder": "the text encoder", "text_max_length": "the caption length"}
+
+
+def weights_fingerprint(model_dir: str | Path) -> str:
+    """A hash of a saved model's safetensors files: a retrained tokenizer with the same config
+    makes other codes, so a store must not continue with it."""
+    digest = hashlib.sha1()
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_store_matches(out: Path, request: StoreRequest) -> None:
+    """A store folder continues (or stands) only for the request it was made for."""
+    manifest_path = out / "store.json"
+    if not manifest_path.is_file():
+        return
+    old = _read_json(manifest_path).get("identity") or {}
+    new = request.identity()
+    if any(k not in old for k in new):
+        raise StoreError(f"{out} holds a code store written by an older lgvq that did not record everything it "
+                         f"was made from; rebuild it with --overwrite, or choose another --out")
+    changed = [IDENTITY_WORDS.get(k, k) for k in new if old.get(k) != new[k]]
+    if changed:
+        raise StoreError(f"{out} holds a code store made from other inputs: {'; '.join(changed)} changed since it "
+                         f"was written. Rebuild it with --overwrite, or choose another --out")
 
 
 def encode_split(tokenizer, dataset: ImageTextDataset, out: str | Path, request: StoreRequest,
                  batch_size: int = 64, device: str = "cpu", num_classes: int | None = None,
                  class_names: list[str] | None = None, progress: bool = True,
-                 text_cache_dir: str | Path | None = None) -> Path:
-    """Encode every image of `dataset` into the store folder `out` (resuming a previous attempt).
-    `text_cache_dir`: a caption-feature cache to reuse (e.g. the tokenizer run's `lgvq.text_cache_dir`)."""
+                 text_cache_dir: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Encode every image of `dataset` into the store folder `out`, continuing a previous attempt
+    made for the same request (a store made from other inputs is refused, or replaced with
+    `overwrite`). `text_cache_dir`: a caption-feature cache to reuse (e.g. the tokenizer run's
+    `lgvq.text_cache_dir`)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    check_store_matches(out, request)
     out.mkdir(parents=True, exist_ok=True)
     manifest_path, progress_path = out / "store.json", out / "progress.json"
     num_images = len(dataset)
@@ -87,10 +133,6 @@ def encode_split(tokenizer, dataset: ImageTextDataset, out: str | Path, request:
     h, w = tokenizer.token_shape
     seq_len = h * w * getattr(tokenizer, "tokens_per_position", 1)
     if manifest_path.is_file():
-        old = _read_json(manifest_path)
-        if old.get("identity") != request.identity():
-            raise StoreError(f"{out} holds a code store made with another tokenizer, data or text encoder; "
-                             f"choose another --out or delete the folder")
         state = _read_json(progress_path)
     else:
         state = {"items_done": 0, "text_done": False}
@@ -191,8 +233,6 @@ def _write_captions_and_features(out: Path, request: StoreRequest, manifest: dic
 
 def copy_folder(source: Path, target: Path) -> None:
     """Copy a model folder atomically: into a temporary folder, then renamed into place."""
-    import shutil
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".tmp-{target.name}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,9 +12,12 @@ An unreadable image yields `None` (counted by `collate`) unless `data.strict` is
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +63,11 @@ class ImageTextDataset(torch.utils.data.Dataset):
 
     def content_words(self) -> set[str] | None:
         """Words that name what is in an image (e.g. colours and shapes), for diagnostics."""
+        return None
+
+    def fingerprint(self) -> str | None:
+        """What the items were read from, beyond the data config (e.g. a hash of a folder's file
+        names, sizes and times); None when the config alone determines them (shapes)."""
         return None
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | None:
@@ -177,6 +185,11 @@ class HFImageTextDataset(ImageTextDataset):
         self.decode = RecordDecoder(list(hf_dataset.column_names), cfg, train, where, require_captions)
         self.ds = hf_dataset.cast_column(cfg.image_column, ImageFeature(decode=False))
         self.seed = cfg.seed
+        self.source_fingerprint = (folder_fingerprint(Path(cfg.path)) if cfg.source == "folder"
+                                   else getattr(hf_dataset, "_fingerprint", None))
+
+    def fingerprint(self) -> str | None:
+        return self.source_fingerprint
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -192,12 +205,44 @@ class HFImageTextDataset(ImageTextDataset):
         return [c for v in values for c in ([v] if isinstance(v, str) else (v or []))]
 
 
+def folder_fingerprint(folder: Path) -> str:
+    """A hash of every file's relative path, size and modification time under `folder`: it changes
+    when an image or metadata.jsonl is added, removed or rewritten."""
+    digest = hashlib.sha1()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def check_metadata_files(folder: Path) -> None:
+    """Every line of each metadata.jsonl under `folder` is a JSON object; else a DataError naming
+    the file and line (the imagefolder loader would fail deep in pyarrow without naming either)."""
+    for meta in sorted(folder.rglob("metadata.jsonl")):
+        with open(meta, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{meta}, line {number}: not valid JSON ({e.msg}); fix or remove that line") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{meta}, line {number}: expected a JSON object "
+                                    f'{{"file_name": ..., "text": ...}}, got {type(record).__name__}')
+
+
 def load_hf_dataset(cfg: DataConfig, split_name: str, streaming: bool = False):
     """`datasets.load_dataset` for an imagefolder path or a hub id; errors name the fix."""
     from datasets import load_dataset
 
     if not cfg.path:
         raise DataError(f"data.source={cfg.source} needs data.path (a folder or a hub dataset id)")
+    if cfg.source == "folder":
+        if not Path(cfg.path).is_dir():
+            raise DataError(f"data.path {cfg.path} is not a folder; give the folder that holds "
+                            f"train/ and validation/ (images + metadata.jsonl)")
+        check_metadata_files(Path(cfg.path))
     try:
         if cfg.source == "folder":
             return load_dataset("imagefolder", data_dir=cfg.path, split=split_name, streaming=streaming)

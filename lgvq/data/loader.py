@@ -15,6 +15,7 @@ import torch
 
 from lgvq.config import DataConfig
 from lgvq.data.datasets import ImageTextDataset, RecordDecoder, load_hf_dataset, sample_rng
+from lgvq.errors import DataError
 
 
 def collate(items: list[dict | None]) -> dict:
@@ -38,8 +39,10 @@ class EpochBatchSampler:
     def __init__(self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
                  start_batch: int = 0, shuffle: bool = True):
         per_rank = num_items // world_size
+        if batch_size < 1:  # an empty batch would never finish an epoch: the loop below would spin forever
+            raise DataError(f"train.batch_size must be >= 1 (got {batch_size})")
         if per_rank < batch_size:
-            raise ValueError(f"{num_items} items cannot fill one batch of {batch_size} on each of "
+            raise DataError(f"{num_items} items cannot fill one batch of {batch_size} on each of "
                              f"{world_size} processes; lower train.batch_size or add data")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size, self.start_batch, self.shuffle = rank, world_size, start_batch, shuffle

@@ -5,6 +5,11 @@ A stage describes itself as a `TrainingTask` (its models, optimizers, loss step,
 accumulation, clipping, warmup + cosine schedules, EMA, TensorBoard logs, a progress bar,
 periodic previews, atomic rotating checkpoints, resume, and a stop on a non-finite loss.
 
+Checkpoints are written only from finite weights, so every checkpoint in the rotation is one a
+diverged run can go back to; a resume skips damaged checkpoints for the newest intact one; a
+checkpoint that cannot be written (disk full, no permission) stops the run with a message and
+leaves the previous checkpoints as they were.
+
 Reproducibility: batch k of the data stream is fixed by the config (lgvq.data.loader), the RNGs
 travel in the checkpoint, so on CPU a run killed and resumed ends bitwise equal to one that
 never stopped.
@@ -17,7 +22,7 @@ import logging
 import os
 import shutil
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +34,7 @@ from tqdm.auto import tqdm
 
 from lgvq.config import TrainConfig
 from lgvq.devices import resolve_mixed_precision
-from lgvq.errors import TrainingDiverged
+from lgvq.errors import OutputWriteError, TrainingDiverged, describe_write_error, write_errno
 from lgvq.runs import RunDir
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.ema import build_ema, load_ema, save_ema
@@ -121,8 +126,11 @@ def _move_batch(batch: dict, device: torch.device) -> dict:
 
 class Trainer:
     def __init__(self, task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, resume: str | None = None,
-                 tracker_config: dict | None = None):
+                 tracker_config: dict | None = None, on_start: Callable[[], None] | None = None):
+        """`on_start`: called once the models are built and the checkpoint restored, before the
+        first step (the run's record is written there, so a resume that fails changes nothing)."""
         self.task, self.cfg = task, cfg
+        self.on_start = on_start
         self.run_dir = Path(run_dir)
         self.run = RunDir(self.run_dir)
         self.ckpt_root = self.run.checkpoints
@@ -165,7 +173,7 @@ class Trainer:
             self.ema.to(acc.device)
 
     def _restore(self) -> None:
-        path = ckpt.resolve_resume(self.ckpt_root, self.resume)
+        path = ckpt.resolve_resume(self.ckpt_root, self.resume, self.accelerator.num_processes)
         if path is None:
             if self.resume and self.accelerator.is_main_process:
                 log.info("no checkpoint in %s; starting from step 0", self.ckpt_root)
@@ -182,25 +190,52 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         acc = self.accelerator
+        self._check_weights_finite()
         tmp, final = ckpt.temporary_dir(self.ckpt_root, self.step), ckpt.final_dir(self.ckpt_root, self.step)
-        if acc.is_main_process:
+        try:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            acc.wait_for_everyone()
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                if self.ema is not None:
+                    save_ema(self.ema, tmp)
+                ckpt.write_state(tmp, {"step": self.step, "max_steps": self.cfg.max_steps})
+                ckpt.commit(tmp, final)
+                ckpt.prune(self.ckpt_root, self.cfg.keep_checkpoints)
+        except Exception as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if self.ema is not None:
-                save_ema(self.ema, tmp)
-            ckpt.write_state(tmp, {"step": self.step, "max_steps": self.cfg.max_steps})
-            ckpt.commit(tmp, final)
-            ckpt.prune(self.ckpt_root, self.cfg.keep_checkpoints)
+            if write_errno(e) is None:
+                raise  # not a failed write: a bug
+            raise OutputWriteError(f"could not write the checkpoint of step {self.step} to {tmp} "
+                                   f"({describe_write_error(e)}); the earlier checkpoints are intact: "
+                                   f"{[p.name for p in ckpt.checkpoint_dirs(self.ckpt_root)] or 'none'}. Free "
+                                   f"space (or fix the permission) and continue with --resume latest") from e
         acc.wait_for_everyone()
         return final
 
+    def _check_weights_finite(self) -> None:
+        """A checkpoint is written only from finite weights: one step with a finite loss can still
+        leave non-finite weights (a huge learning rate), and writing them would rotate a good
+        checkpoint out for a useless one."""
+        bad = [f"{name}.{param}" for name, module in self.modules.items()
+               for param, p in self.accelerator.unwrap_model(module).named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(f"non-finite weights after step {self.step} ({len(bad)} tensors, e.g. {bad[0]}); "
+                                   f"this step's checkpoint was not written; {self._last_good_hint()}")
+
     def last_checkpoint(self) -> Path | None:
-        found = ckpt.checkpoint_dirs(self.ckpt_root)
-        return found[-1] if found else None
+        """The newest checkpoint that reads back whole with finite weights."""
+        return ckpt.newest_intact(self.ckpt_root, self.accelerator.num_processes, check_finite=True)
+
+    def _last_good_hint(self) -> str:
+        last = self.last_checkpoint()
+        if last is None:
+            return "no good checkpoint was written yet: start again with a lower train.lr or more train.warmup_steps"
+        return (f"last good checkpoint: {last} (resume with --resume {last} after lowering train.lr "
+                f"or raising train.warmup_steps)")
 
     # -- the loop ------------------------------------------------------------------------------
     def _optimizer_step(self) -> dict[str, float]:
@@ -233,11 +268,8 @@ class Trainer:
         bad = torch.tensor(float(any(not torch.isfinite(loss).all() for loss in ctx.losses)),
                            device=self.accelerator.device)
         if float(self.accelerator.reduce(bad, "max")) > 0:
-            last = self.last_checkpoint()
             terms = {k: round(float(v), 4) for k, v in logs.items()}
-            hint = (f"last good checkpoint: {last} (resume with --resume {last} after lowering train.lr "
-                    f"or raising train.warmup_steps)") if last else "no checkpoint was written yet"
-            raise TrainingDiverged(f"non-finite loss at step {self.step + 1} ({terms}); {hint}")
+            raise TrainingDiverged(f"non-finite loss at step {self.step + 1} ({terms}); {self._last_good_hint()}")
 
     def fit(self) -> Path:
         """Train to `max_steps` (from a checkpoint if resuming); returns the exported model folder."""
@@ -246,6 +278,8 @@ class Trainer:
         self._restore()
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.on_start is not None:
+                self.on_start()
         acc.init_trackers("train", config=self.tracker_config)
         batches = self.task.train_batches(self.step * cfg.grad_accum, acc.process_index, acc.num_processes)
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not acc.is_main_process, dynamic_ncols=True,
