@@ -59,7 +59,7 @@ def plot_losses(run: Path, out: Path) -> Path | None:
     panels = [p for p in panels if p[3]]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4), squeeze=False)
     for ax, (name, _, tags, series) in zip(axes[0], panels):
         for tag in tags:
             if tag in series:
@@ -67,8 +67,10 @@ def plot_losses(run: Path, out: Path) -> Path | None:
                 ax.plot(steps, values, label=tag)
         ax.set_yscale("log")
         ax.set_xlabel("step")
+        ax.set_ylabel("loss (log scale)")
         ax.set_title(f"{name} training losses")
-        ax.legend()
+        if len(series) > 1:  # beside the axes, where it hides no curve
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
@@ -161,7 +163,7 @@ def build_report(run: str | Path) -> Path:
     prior_eval = _read(p.prior.eval_file("prior"))
     timings = _read(p.timings) or {}
     peak_memory = _read(p.peak_memory) or {}
-    report = {"tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval,
+    report = {"run": _read(p.description), "commands": _read(p.commands) or {}, "tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval,
               "captioning": _read(p.captioner.eval_file("head")),
               "vqa": _read(p.vqa.eval_file("head")), "timings_s": timings,
               "peak_memory_mb": peak_memory}
@@ -180,12 +182,40 @@ def build_report(run: str | Path) -> Path:
     return p.report_md
 
 
-def _gigabytes(mib: float | None) -> str:
+def _gib(mib: float | None) -> str:
     return _fmt(None if mib is None else mib / 1024, ".2f")
 
 
+FIGURE_CAPTIONS = {
+    "losses": "Training losses of each stage (log scale).",
+    "code_usage": "How often each code occurs in the training code store.",
+    "samples": "Prior samples beside their prompts; a tick where the scorer finds the prompt's objects.",
+    "reconstructions": "The tokenizer's last preview: in each pair of rows, originals above their reconstructions.",
+}
+
+
+def _what_was_run(report: dict) -> list[str]:
+    """The run's settings and every stage's command, so the report stands on its own."""
+    run, commands = report.get("run"), report.get("commands") or {}
+    if not run and not commands:
+        return []
+    lines = ["## What was run", ""]
+    if run:
+        lines.append(f"Dataset `{run['dataset']}`, tokenizer `{run['tokenizer']}`, {run['num_prompts']} validation "
+                     f"prompts per sampling seed, sampling seeds {run['sample_seeds']}.")
+        given = {stage: text for stage, text in (run.get("overrides") or {}).items() if text.strip()}
+        lines.append("Overrides: " + ("; ".join(f"{stage}: `{text}`" for stage, text in given.items())
+                                      if given else "none (the defaults)") + ".")
+        lines.append("")
+    if commands:
+        lines += ["| stage | command |", "| --- | --- |"]
+        lines += [f"| {name} | `{command}` |" for name, command in commands.items()]
+        lines.append("")
+    return lines
+
+
 def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
-    lines = ["# lgvq pipeline report", ""]
+    lines = ["# lgvq pipeline report", "", *_what_was_run(report)]
     t, a, p = report["tokenizer"], report["alignment"], report["prior"]
     lines += ["## Numbers", "", "| stage | metric | value |", "| --- | --- | --- |"]
     if t:
@@ -231,13 +261,15 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
         lines.append("| – | no evaluation results found | – |")
     if timings:
         lines += ["", "## Wall time and memory", "",
-                  "| stage | minutes | peak memory (GB, largest process) |", "| --- | --- | --- |"]
-        lines += [f"| {k} | {v / 60:.1f} | {_gigabytes(peak_memory.get(k))} |" for k, v in timings.items()]
+                  "| stage | minutes | peak memory (GiB, largest process) |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {v / 60:.1f} | {_gib(peak_memory.get(k))} |" for k, v in timings.items()]
         lines.append(f"| total | {sum(timings.values()) / 60:.1f} | "
-                     f"{_gigabytes(max(peak_memory.values(), default=None))} (max) |")
+                     f"{_gib(max(peak_memory.values(), default=None))} (max) |")
     lines += ["", "## Figures", ""]
     for name, path in report["figures"].items():
-        lines.append(f"### {name.replace('_', ' ')}\n\n![{name}]({path})\n" if path else f"- {name}: not available")
+        caption = FIGURE_CAPTIONS.get(name, "")
+        lines.append(f"### {name.replace('_', ' ')}\n\n{caption}\n\n![{name}]({path})\n" if path
+                     else f"- {name}: not available")
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,8 @@ inside of a store split to lgvq.data.code_store).
       logs/            TensorBoard                       tokenizer/ prior/ captioner/ vqa/   RUNs
       samples/         preview grids                     codes/                              a STORE
       eval/            NAME.json, samples*/              vocab/ text_cache/ logs/ plots/ .stages/
-                                                         timings.json peak_memory.json report.md report.json
+                                                         pipeline.json commands.json timings.json
+                                                         peak_memory.json report.md report.json
 """
 
 from __future__ import annotations
@@ -127,6 +128,16 @@ class PipelineDir:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def description(self) -> Path:
+        """pipeline.json: dataset, tokenizer kind, prompt count, sampling seeds, overrides per stage."""
+        return self.root / "pipeline.json"
+
+    @property
+    def commands(self) -> Path:
+        """commands.json: each stage's command line."""
+        return self.root / "commands.json"
 
     @property
     def timings(self) -> Path:

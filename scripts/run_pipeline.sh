@@ -112,6 +112,14 @@ fi
 [[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config "$LG_CONFIG")
 
 mkdir -p "$OUT/.stages" "$OUT/logs"
+# what this run is, for the report's "what was run"
+python - "$OUT/pipeline.json" "$DATASET" "$TOKENIZER" "$NUM_PROMPTS" "$SAMPLE_SEEDS" \
+  "${TOKENIZER_OVERRIDES:-}" "${PRIOR_OVERRIDES:-}" "${HEAD_OVERRIDES:-}" <<'EOF'
+import json, sys
+out, dataset, tokenizer, prompts, seeds, *overrides = sys.argv[1:]
+json.dump({"dataset": dataset, "tokenizer": tokenizer, "num_prompts": int(prompts), "sample_seeds": seeds,
+           "overrides": dict(zip(("tokenizer", "prior", "heads"), overrides))}, open(out, "w"), indent=2)
+EOF
 stage() {  # stage NAME COMMAND...: run once, record its wall time and peak memory, log to OUT/logs/NAME.log
   local name="$1"; shift
   if [[ -f "$OUT/.stages/$name.done" ]]; then

@@ -2,7 +2,8 @@
 
     python scripts/run_stage.py RUN NAME COMMAND...        (what scripts/run_pipeline.sh calls)
 
-RUN/timings.json gets the stage's seconds and RUN/peak_memory.json the peak resident memory of
+RUN/commands.json gets the stage's command line (what the report shows as "what was run"),
+RUN/timings.json the stage's seconds and RUN/peak_memory.json the peak resident memory of
 its largest process in MiB (the larger of the attempts). Every attempt's seconds count, so a
 resumed stage shows all the time it took: a failed or interrupted (Ctrl-C) attempt is recorded when
 it ends, and one killed together with this script (SIGKILL, power loss) through the heartbeat file
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import threading
@@ -55,6 +57,7 @@ def main(argv: list[str]) -> int:
     if running.is_file():  # left by an attempt that was killed with this script
         _update(run / "timings.json", name, int(running.read_text()), _add)
         running.unlink()
+    _update(run / "commands.json", name, shlex.join(command), lambda old, new: new)
     start = time.monotonic()
     child = subprocess.Popen(command)
     stop = threading.Event()

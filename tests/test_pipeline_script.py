@@ -50,7 +50,7 @@ def test_stage_records_time_and_peak_memory_of_every_attempt(tmp_path):
     assert json.loads((tmp_path / "timings.json").read_text())["work"] >= 2  # both attempts' seconds
     assert json.loads((tmp_path / "peak_memory.json").read_text())["work"] >= 300
     from lgvq.report import build_report
-    assert re.search(r"\| work \| 0\.\d \| 0\.3", build_report(tmp_path).read_text())  # minutes, GB
+    assert re.search(r"\| work \| 0\.\d \| 0\.3", build_report(tmp_path).read_text())  # minutes, GiB
 
 
 def test_stage_killed_with_its_runner_still_counts_its_time(tmp_path):
@@ -94,7 +94,10 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     peak_memory = json.loads((out / "peak_memory.json").read_text())
     assert peak_memory["prior"] > 100  # MiB: a python with torch loaded, at least
     md = (out / "report.md").read_text()
-    assert md.index("PSNR") < md.index("## Figures")  # numbers first
+    assert md.index("## What was run") < md.index("PSNR") < md.index("## Figures")  # what was run, then numbers
+    assert report["run"]["overrides"]["prior"] == TINY_PRIOR and f"prior: `{TINY_PRIOR}`" in md
+    assert "lgvq train-prior --config configs/prior/shapes_t2i.yaml" in report["commands"]["prior"]
+    assert "peak memory (GiB" in md and "originals above their reconstructions" in md
     for figure in ("losses", "code_usage", "samples"):
         assert (out / report["figures"][figure]).is_file()
 
@@ -109,7 +112,8 @@ def test_paper_preset_runs_on_converted_data(tmp_path):
     assert main(["data", "export-shapes", "--out", str(data), "--num", "24", "--num-val", "8",
                  "--image-size", "32"]) == 0
     tiny = (TINY_TOKENIZER.replace("data.num_train=48 data.num_val=12 ", "")
-            + " model.norm_groups=8 model.num_res_blocks=1 loss.perceptual_weight=0")
+            + " model.norm_groups=8 model.num_res_blocks=1 loss.perceptual_weight=0"
+            + " lgvq.text_encoder=minilm")  # the CUB preset's CLIP, offline: the README's switch
     out = tmp_path / "pipe"
     done = run_script(out, TINY_PRIOR, "--dataset", "cub", tokenizer_overrides=tiny, env={"DATA_DIR": str(data)})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from x_transformers import Decoder, TransformerWrapper
 
 from lgvq.downstream.code_reader import CodeReader
 from lgvq.downstream.text_vocab import TextVocab
 from lgvq.hub import LgvqModelMixin
+from lgvq.xtransformers import Decoder, TransformerWrapper
 
 VARIANTS = ("cross_attention", "prefix")
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 from torch import nn
-from x_transformers import Encoder
+
+from lgvq.xtransformers import Encoder
 
 
 def tokenizer_code_vectors(tokenizer) -> torch.Tensor:

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
-from x_transformers import Decoder, Encoder
 
 from lgvq.downstream.code_reader import CodeReader
 from lgvq.downstream.text_vocab import TextVocab
 from lgvq.hub import LgvqModelMixin
+from lgvq.xtransformers import Decoder, Encoder
 
 
 class VQAHead(LgvqModelMixin, ConfigMixin):

@@ -52,9 +52,12 @@ def evaluate_faithfulness(pipeline, scorer, prompts: list[str], seed: int = 0, o
     them (NNNN.png + prompts.txt)."""
     images = []
     step = int(sampling.pop("batch_size", 0) or pipeline.defaults["batch_size"])
-    for start in tqdm(range(0, len(prompts), step), desc="sampling prompts", leave=False):
-        chunk = prompts[start:start + step]
-        images += pipeline(chunk, num_images=1, seed=seed + start, batch_size=step, **sampling)
+    # one bar over all prompts, in tokens, so it moves smoothly (a chunk of prompts takes seconds)
+    with tqdm(total=len(prompts) * pipeline.prior.config.seq_len, desc=f"sampling prompts (seed {seed})",
+              unit="tok", unit_scale=True, leave=False) as bar:
+        for start in range(0, len(prompts), step):
+            chunk = prompts[start:start + step]
+            images += pipeline(chunk, num_images=1, seed=seed + start, batch_size=step, progress=bar, **sampling)
     arrays = [np.asarray(im.convert("RGB")) for im in images]
     records = []
     for i, (prompt, array) in enumerate(zip(prompts, arrays)):

@@ -32,7 +32,7 @@ from lgvq.data.loader import eval_loader
 from lgvq.data.transforms import to_uint8
 from lgvq.evaluation.fid import fid_between_folders, load_inception
 from lgvq.evaluation.metrics import psnr, ssim
-from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError
+from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError, find_vgg16_weights
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.tokenizers.quantizer import usage_stats
 
@@ -48,9 +48,10 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
                      "codebook_size": model.vocab_size, "notes": {}}
     lpips_net = None
     try:
+        find_vgg16_weights(lpips_vgg_path, fix="pass --lpips-vgg-path FILE")
         lpips_net = LPIPS(lpips_vgg_path).to(device)
     except MissingWeightsError as e:
-        results["notes"]["lpips"] = str(e)
+        results["notes"]["lpips"] = f"not computed: {e}"
     feature_model = None
     if compute_fid:
         try:

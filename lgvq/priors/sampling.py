@@ -11,6 +11,8 @@ Guidance: the batch is [conditional; null-conditional] and the next-token logits
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
@@ -51,10 +53,12 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
 def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
              use_cache: bool = True, prompt_tokens: torch.Tensor | None = None, guidance_batch: bool = True,
-             return_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+             return_logits: bool = False, on_token: Callable[[int], None] | None = None
+             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sample (B, seq_len) token ids. `prompt_tokens` (B, K) are kept and the rest is completed.
     With `return_logits` also the (guided) logits of every generated position, (B, seq_len - K, V).
-    `guidance_batch=False` runs the conditional and null passes separately (for comparison only)."""
+    `guidance_batch=False` runs the conditional and null passes separately (for comparison only).
+    `on_token(B)` is called after each position (a progress bar's update)."""
     check_sampling_args(temperature, top_k, top_p, cfg_scale)
     prior.check_condition(cond)
     was_training = prior.training
@@ -85,6 +89,8 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
         if return_logits:
             all_logits.append(last)
         tokens = torch.cat([tokens, next_token(last, temperature, top_k, top_p, generator)[:, None]], 1)
+        if on_token is not None:
+            on_token(b)
     prior.train(was_training)
     if return_logits:
         return tokens, torch.stack(all_logits, 1)

@@ -26,16 +26,20 @@ def default_vgg16_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
 
 
-def find_vgg16_weights(path: str | os.PathLike | None = None) -> Path:
-    """The VGG16 ImageNet weights file: `path` if given, else torchvision's cache."""
+TRAINING_FIX = ("pass loss.lpips_vgg_path=FILE, or set loss.perceptual_weight=0 to train without the "
+                "perceptual loss")
+
+
+def find_vgg16_weights(path: str | os.PathLike | None = None, fix: str = TRAINING_FIX) -> Path:
+    """The VGG16 ImageNet weights file: `path` if given, else torchvision's cache. `fix`: what the
+    caller's user can do when it is missing (training and evaluation have different options)."""
     candidate = Path(path) if path else default_vgg16_path()
     if candidate.is_dir():
         candidate = candidate / VGG16_FILE
     if not candidate.is_file():
         raise MissingWeightsError(
             f"LPIPS needs torchvision's VGG16 ImageNet weights, file {VGG16_FILE}, not found at {candidate}. "
-            f"Download {VGG16_URL} and put it there (or pass loss.lpips_vgg_path=FILE), "
-            f"or set loss.perceptual_weight=0 to train without the perceptual loss.")
+            f"Download {VGG16_URL} and put it there, or {fix}.")
     return candidate
 
 

@@ -1,0 +1,9 @@
+"""x-transformers' building blocks, imported without the deprecation warning its import prints
+(it decorates a helper with `torch.jit.script`, which torch deprecates; nothing to act on)."""
+
+from lgvq.quiet import quiet_warnings
+
+with quiet_warnings(FutureWarning, r"`torch.jit.script` is deprecated"):
+    from x_transformers import Decoder, Encoder, TransformerWrapper
+
+__all__ = ["Decoder", "Encoder", "TransformerWrapper"]
