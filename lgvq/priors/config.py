@@ -29,19 +29,6 @@ class PriorModelConfig:
 
 
 @dataclass
-class PriorLossConfig:
-    """Weighting of the next-token loss. The papers' loss is the plain mean over tokens (rare_weight
-    1). On data with a large plain background (shapes) most tokens are a few background codes the
-    prior learns at once, and the tokens that draw the objects are a small share of the loss;
-    weighting them up makes the prior learn the objects in fewer steps."""
-
-    limits: ClassVar[dict[str, str]] = {"rare_weight": "> 0", "common_share": "(0, 1]"}
-
-    rare_weight: float = 1.0  # loss weight of a token whose code is rare, against 1 for a common code
-    common_share: float = 0.02  # a code is common when it is at least this share of the training tokens
-
-
-@dataclass
 class SampleConfig:
     """Sampling defaults stored with the run (each can be changed per call)."""
 
@@ -61,7 +48,6 @@ class PriorRunConfig:
     store: str = "runs/codes"  # a code store written by `lgvq encode` (with train/ and validation/)
     init_from: str | None = None  # a prior run (or its model folder) to continue from (fine-tuning)
     model: PriorModelConfig = field(default_factory=PriorModelConfig)
-    loss: PriorLossConfig = field(default_factory=PriorLossConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="runs/prior", lr=3e-4, betas=[0.9, 0.95], weight_decay=0.0, warmup_steps=100, batch_size=32,

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
+from x_transformers import Decoder, Encoder, TransformerWrapper
 
 from lgvq.hub import LgvqModelMixin
-from lgvq.xtransformers import Decoder, Encoder, TransformerWrapper
 
 CONDITIONINGS = ("none", "class", "text")
 
@@ -180,28 +180,21 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         return self.net(inputs, prepend_embeds=prefix, prepend_mask=mask, sum_embeds=sum_embeds, **kwargs)
 
     def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None, target_weights: torch.Tensor | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: (B, N) ids -> logits (B, N, V), position i predicting tokens[:, i].
         With `targets` (the same ids: the training case) -> (loss, logits): the mean next-token
-        cross-entropy (weighted by `target_weights` (B, N) when given), with condition dropout in
-        training unless `drop` says which rows to drop."""
+        cross-entropy, with condition dropout in training unless `drop` says which rows to drop."""
         if targets is not None and drop is None:
             drop = self.drop_mask(tokens.shape[0])
         prefix, mask = self.prefix(cond, drop)
         logits = self.run_network(tokens[:, :-1], prefix, mask)[:, prefix.shape[1] - 1:]
-        return logits if targets is None else (next_token_loss(logits, targets, target_weights), logits)
+        return logits if targets is None else (next_token_loss(logits, targets), logits)
 
     def loss(self, tokens: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Mean next-token cross-entropy over image tokens, with condition dropout in training."""
         return self(tokens, cond, targets=tokens)[0]
 
 
-def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, N, V) logits, (B, N) targets -> mean cross-entropy in nats per token; with `weights`
-    (B, N), the weighted mean."""
-    if weights is None:
-        return F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
-    per_token = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten(), reduction="none")
-    weights = weights.flatten().to(per_token.dtype)
-    return (per_token * weights).sum() / weights.sum()
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, V) logits, (B, N) targets -> mean cross-entropy in nats per token."""
+    return F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())

@@ -18,7 +18,7 @@ from torch import nn
 
 from lgvq.config import ConfigError
 from lgvq.data.code_store import CodeStore, StoreError, store_batches
-from lgvq.priors.config import PriorLossConfig, PriorRunConfig
+from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.model import Condition, PriorTransformer
 from lgvq.runs import StoreDir, model_dir
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
@@ -74,20 +74,6 @@ def initialise_from(prior: PriorTransformer, source: str | Path) -> None:
     prior.load_state_dict(state)
 
 
-def code_loss_weights(tokens: np.ndarray, vocab_size: int, loss: PriorLossConfig) -> torch.Tensor | None:
-    """(V,) loss weight of each code: 1 for the common ones (each at least `loss.common_share` of
-    the training tokens), `loss.rare_weight` for the rest; None when the loss is unweighted."""
-    if loss.rare_weight == 1.0:
-        return None
-    counts = np.bincount(np.asarray(tokens).reshape(-1), minlength=vocab_size)
-    common = torch.from_numpy(counts / counts.sum() >= loss.common_share)
-    weights = torch.full((vocab_size,), float(loss.rare_weight))
-    weights[common] = 1.0
-    log.info("prior loss: %d common codes (%.0f%% of the tokens) at weight 1, the rest at %g", int(common.sum()),
-             100 * counts[common.numpy()].sum() / counts.sum(), loss.rare_weight)
-    return weights
-
-
 class PriorTask(TrainingTask):
     main_module = "prior"
     progress_keys = ("loss",)
@@ -104,8 +90,6 @@ class PriorTask(TrainingTask):
         self.text_length = (PriorTransformer.from_pretrained(model_dir(cfg.init_from)).config.text_length
                             if cfg.init_from and self.conditioning == "text" else None)
         self.store.copy_tokenizer_to(self.run_dir)
-        self.code_weights = code_loss_weights(self.store.tokens[self.store.items], self.store.manifest["vocab_size"],
-                                              cfg.loss)
 
     def prior_kwargs(self) -> dict:
         """The prior's arguments: the run's `model` config, with what the store decides (token
@@ -143,9 +127,7 @@ class PriorTask(TrainingTask):
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]
         # through the (possibly DDP-wrapped) module, so that gradients are synchronised
-        weights = self.code_weights[tokens] if self.code_weights is not None else None
-        loss, _ = ctx.modules["prior"](tokens, condition_from_batch(batch, self.conditioning), targets=tokens,
-                                       target_weights=weights)
+        loss, _ = ctx.modules["prior"](tokens, condition_from_batch(batch, self.conditioning), targets=tokens)
         ctx.backward(loss)
         return {"loss": loss.detach()}
 
