@@ -168,20 +168,3 @@ def test_save_and_load_round_trip(tmp_path, options):
     again = PriorTransformer.from_pretrained(tmp_path / "prior").eval()
     assert torch.equal(generate(prior, cond, temperature=0), generate(again, cond, temperature=0))
 
-
-def test_rare_codes_weigh_more_in_the_loss():
-    import numpy as np
-
-    from lgvq.priors.config import PriorLossConfig
-    from lgvq.priors.model import next_token_loss
-    from lgvq.priors.training import code_loss_weights
-
-    tokens = np.array([[0, 0, 0, 1], [0, 0, 2, 0]])  # code 0 is 75 % of the tokens
-    assert code_loss_weights(tokens, 4, PriorLossConfig()) is None  # the plain mean by default
-    weights = code_loss_weights(tokens, 4, PriorLossConfig(rare_weight=4.0, common_share=0.5))
-    assert weights.tolist() == [1.0, 4.0, 4.0, 4.0]
-    logits, targets = torch.randn(2, 4, 4), torch.from_numpy(tokens)
-    per_token = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-    w = weights[targets].flatten()
-    assert torch.allclose(next_token_loss(logits, targets, weights[targets]), (per_token * w).sum() / w.sum())
-    assert torch.allclose(next_token_loss(logits, targets), per_token.mean())
