@@ -86,6 +86,9 @@ class DataConfig:
     flip: bool = False  # horizontal flips; note they swap left/right in relation captions
     strict: bool = False  # an unreadable image is an error instead of being skipped and counted
     num_workers: int = 0
+    # images any of whose captions holds one of these words are left out (whole words, any case):
+    # a colour or class held out for a fine-tuning experiment, e.g. [purple]
+    exclude_words: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -289,6 +289,10 @@ class CodeStore:
     def __len__(self) -> int:
         return len(self.items)
 
+    def images(self) -> np.ndarray:
+        """The image index of each readable item."""
+        return self.items % self.num_images
+
     def copy_tokenizer_to(self, run_dir: str | Path) -> Path:
         """RUN/tokenizer: a copy of the stage-one model the codes came from, so a prior or head run
         can decode / read images on its own. Taken from the store's own copy (STORE/tokenizer,

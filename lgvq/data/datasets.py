@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,10 @@ class ImageTextDataset(torch.utils.data.Dataset):
 
     def all_captions(self) -> list[str]:
         """Every caption of the set (without decoding images), e.g. to precompute text features."""
+        return [c for captions in self.item_captions() for c in captions]
+
+    def item_captions(self) -> list[list[str]]:
+        """The captions of each image, in index order (without decoding images)."""
         raise NotImplementedError
 
     # What some datasets know about themselves; generic code asks here instead of importing them.
@@ -92,8 +97,8 @@ class ShapesDataset(ImageTextDataset):
             raise IndexError(f"shapes {self.split} index {index} out of range [0, {self.num})")
         return shapes.make_sample(index, self.split, self.seed, self.image_size, self.two_object_fraction)
 
-    def all_captions(self) -> list[str]:
-        return [c for i in range(self.num) for c in self.sample(i).captions]
+    def item_captions(self) -> list[list[str]]:
+        return [self.sample(i).captions for i in range(self.num)]
 
     def class_names(self) -> list[str]:
         return [shapes.class_name(i) for i in range(shapes.NUM_CLASSES)]
@@ -197,12 +202,51 @@ class HFImageTextDataset(ImageTextDataset):
     def load(self, index: int, rng: np.random.Generator) -> dict | None:
         return self.decode(self.ds[index], index, rng)
 
-    def all_captions(self) -> list[str]:
+    def item_captions(self) -> list[list[str]]:
         column = self.decode.caption_column
         if column is None:
-            return []
-        values = self.ds[column]
-        return [c for v in values for c in ([v] if isinstance(v, str) else (v or []))]
+            return [[] for _ in range(len(self.ds))]
+        return [[v] if isinstance(v, str) else list(v or []) for v in self.ds[column]]
+
+
+class WordFilteredDataset(ImageTextDataset):
+    """`base` without the images any of whose captions holds one of `words` (whole words, any
+    case; `data.exclude_words`): e.g. every image with a purple object, to hold a colour (and the
+    classes it makes) out of pretraining and bring it in by fine-tuning. Indices are renumbered;
+    the scorer, class names and content words are the base set's."""
+
+    def __init__(self, base: ImageTextDataset, words: list[str]):
+        self.base, self.seed = base, base.seed
+        pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+        self.keep = [i for i, captions in enumerate(base.item_captions())
+                     if not any(pattern.search(c) for c in captions)]
+        if not self.keep:
+            raise DataError(f"data.exclude_words={words} leaves no image")
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def load(self, index: int, rng: np.random.Generator) -> dict | None:
+        item = self.base.load(self.keep[index], rng)
+        if item is not None:
+            item["index"] = index
+        return item
+
+    def item_captions(self) -> list[list[str]]:
+        captions = self.base.item_captions()
+        return [captions[i] for i in self.keep]
+
+    def class_names(self) -> list[str] | None:
+        return self.base.class_names()
+
+    def scorer(self):
+        return self.base.scorer()
+
+    def content_words(self) -> set[str] | None:
+        return self.base.content_words()
+
+    def fingerprint(self) -> str | None:
+        return self.base.fingerprint()
 
 
 def folder_fingerprint(folder: Path) -> str:
@@ -263,10 +307,12 @@ def build_dataset(cfg: DataConfig, split: str = "train", require_captions: bool 
         raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
     train = split == "train"
     if cfg.source == "shapes":
-        return ShapesDataset(split, cfg.num_train if train else cfg.num_val, cfg.image_size, cfg.seed,
-                             cfg.two_object_fraction, random_caption=train)
-    if cfg.source in ("folder", "hub"):
+        dataset = ShapesDataset(split, cfg.num_train if train else cfg.num_val, cfg.image_size, cfg.seed,
+                                cfg.two_object_fraction, random_caption=train)
+    elif cfg.source in ("folder", "hub"):
         split_name = cfg.train_split if train else cfg.val_split
         ds = load_hf_dataset(cfg, split_name)
-        return HFImageTextDataset(ds, cfg, train, f"{cfg.path} [{split_name}]", require_captions)
-    raise DataError(f"unknown data.source {cfg.source!r}; expected shapes, folder or hub")
+        dataset = HFImageTextDataset(ds, cfg, train, f"{cfg.path} [{split_name}]", require_captions)
+    else:
+        raise DataError(f"unknown data.source {cfg.source!r}; expected shapes, folder or hub")
+    return WordFilteredDataset(dataset, list(cfg.exclude_words)) if cfg.exclude_words else dataset

@@ -53,6 +53,9 @@ class HeadRunConfig:
     store: str = "runs/codes"
     text_tokenizer: str = "minilm"  # whose word pieces the heads read and write
     init_from: str | None = None  # a trained head of the same kind to continue from (fine-tuning)
+    # VQA fine-tuning: answers the old head does not know are added to its classifier (their rows
+    # drawn around the trained ones) instead of stopping the run
+    extend_answers: bool = False
     model: HeadModelConfig = field(default_factory=HeadModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="runs/head", max_steps=1500, batch_size=32, lr=5e-4, betas=[0.9, 0.98], warmup_steps=100,
@@ -96,10 +99,14 @@ class HeadTask(TrainingTask):
         vectors = self.code_vectors()
         if self.init is not None:
             self.check_compatible(self.init)
-            head.load_state_dict(self.init.state_dict(), strict=True)
+            head.load_state_dict(self.initial_state(head), strict=True)
         head.set_code_vectors(vectors)
         log.info("%s: %.1fM parameters", type(head).__name__, sum(p.numel() for p in head.parameters()) / 1e6)
         return {"head": head}
+
+    def initial_state(self, head: nn.Module) -> dict[str, torch.Tensor]:
+        """The state a fine-tuned head starts from: the old head's."""
+        return self.init.state_dict()
 
     def check_compatible(self, old: nn.Module) -> None:
         for key in ("code_vocab_size", "token_count", "tokenizer_name", "dim", "depth", "heads", "code_encoder_depth",
@@ -163,12 +170,28 @@ class VQATask(HeadTask):
         if self.init is not None:
             old = list(self.init.config.answers)
             unknown = sorted(set(found) - set(old))
-            if unknown:
+            if unknown and not self.cfg.extend_answers:
                 raise ConfigError(f"cannot fine-tune from {self.cfg.init_from}: the new data has answers its "
                                   f"classifier does not know: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}. "
-                                  f"Train a new head instead (no --init-from)")
-            return old
+                                  f"Add them to the classifier with extend_answers=true, or train a new head "
+                                  f"(no --init-from)")
+            return old + unknown  # the old answers keep their indices
         return found
+
+    def initial_state(self, head: nn.Module) -> dict[str, torch.Tensor]:
+        """The old head's state; with new answers, the classifier keeps the old answers' rows and
+        the new ones start at draws from a Gaussian fitted to them."""
+        state = self.init.state_dict()
+        old_n = len(self.init.config.answers)
+        for key in ("classifier.1.weight", "classifier.1.bias"):
+            fresh = head.state_dict()[key].clone()
+            trained = state[key]
+            fresh[:old_n] = trained
+            if len(fresh) > old_n:
+                noise = torch.randn((len(fresh) - old_n, *trained.shape[1:]))
+                fresh[old_n:] = trained.mean(0) + trained.std(0) * noise
+            state[key] = fresh
+        return state
 
     def build_modules(self) -> dict[str, nn.Module]:
         m = self.cfg.model

@@ -43,11 +43,27 @@ class SampleConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning a trained prior (`init_from`) on new data: what makes the new parts learn and
+    the old ones stay (docs/results.md#fine-tuning measures each)."""
+
+    limits: ClassVar[dict[str, str]] = {"replay_fraction": "[0, 1)", "freeze_backbone_steps": ">= 0"}
+
+    # classes the old prior never trained on (new ones, or ones absent from its store): `mean` starts
+    # each at a draw from a Gaussian fitted to the trained rows; `random` keeps the fresh init
+    new_class_init: Literal["mean", "random"] = "mean"
+    freeze_backbone_steps: int = 0  # the first steps train only the condition (class rows, prompt reader)
+    replay_store: str | None = None  # the old data's code store, mixed into every batch
+    replay_fraction: float = 0.0  # share of each batch drawn from replay_store
+
+
+@dataclass
 class PriorRunConfig:
     name: str = "prior"
     store: str = "runs/codes"  # a code store written by `lgvq encode` (with train/ and validation/)
     init_from: str | None = None  # a prior run (or its model folder) to continue from (fine-tuning)
     model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="runs/prior", lr=3e-4, betas=[0.9, 0.95], weight_decay=0.0, warmup_steps=100, batch_size=32,
