@@ -99,8 +99,13 @@ def main() -> None:
     data_cfg = load_config(DataConfig, None, base=json.loads((stores["new"] / "validation" / "store.json").read_text())
                            ["identity"]["data"])
     freeze = max(1, args.finetune_steps // 10)
-    results: dict = {"held_out": args.held_out, "pretrain_steps": args.pretrain_steps,
-                     "finetune_steps": args.finetune_steps, "num_train": num_train, "seeds": seeds, "runs": {}}
+    settings = {"held_out": args.held_out, "pretrain_steps": args.pretrain_steps,
+                "finetune_steps": args.finetune_steps, "num_train": num_train, "seeds": seeds}
+    report = out / "finetune.json"
+    earlier = json.loads(report.read_text()) if report.is_file() else {}
+    # runs of other conditionings from an earlier call with the same settings are kept
+    same = all(earlier.get(k) == v for k, v in settings.items())
+    results = settings | {"runs": earlier.get("runs", {}) if same else {}}
     config = ["configs/prior/shapes_t2i.yaml"]
     for conditioning in args.conditioning.split(","):
         common = [*prior, f"model.conditioning={conditioning}"]
@@ -121,14 +126,17 @@ def main() -> None:
             minutes = (time.monotonic() - start) / 60
             rates = faithfulness(run, conditioning, args.held_out, data_cfg, seeds, args.num_prompts,
                                  args.images_per_class)
-            results["runs"][f"{conditioning} / {name}"] = rates | {"steps": steps, "train_minutes": round(minutes, 1)}
-            (out / "finetune.json").write_text(json.dumps(results, indent=2))
+            entry = results["runs"].get(f"{conditioning} / {name}", {})
+            trained_now = minutes > 0.05  # a run found already trained keeps the minutes it took
+            results["runs"][f"{conditioning} / {name}"] = rates | {
+                "steps": steps, "train_minutes": round(minutes, 1) if trained_now else entry.get("train_minutes")}
+            report.write_text(json.dumps(results, indent=2))
     print(f"held out: {args.held_out}; faithful on prompts naming it (new) and on the others (old), "
           f"mean of sampling seeds {args.seeds}")
     print("| prior | steps | new | old | train minutes |\n| --- | --- | --- | --- | --- |")
     for name, r in results["runs"].items():
         print(f"| {name} | {r['steps']} | {r['new']:.1%} ({r['count_new']}) | {r['old']:.1%} ({r['count_old']}) | "
-              f"{r['train_minutes']} |")
+              f"{r['train_minutes'] if r['train_minutes'] is not None else 'n/a'} |")
 
 
 if __name__ == "__main__":
