@@ -176,7 +176,7 @@ class Trainer:
         path = ckpt.resolve_resume(self.ckpt_root, self.resume, self.accelerator.num_processes)
         if path is None:
             if self.resume and self.accelerator.is_main_process:
-                log.info("no checkpoint in %s; starting from step 0", self.ckpt_root)
+                log.debug("no checkpoint in %s; starting from step 0", self.ckpt_root)
             return
         self.accelerator.load_state(str(path))
         state = ckpt.read_state(path)
