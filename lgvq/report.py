@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from lgvq.errors import InputFileError
 from lgvq.runs import PipelineDir, StoreDir
 
 
@@ -271,57 +270,3 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
         lines.append(f"### {name.replace('_', ' ')}\n\n{caption}\n\n![{name}]({path})\n" if path
                      else f"- {name}: not available")
     return "\n".join(lines) + "\n"
-
-
-# -- the tokenizer comparison (scripts/compare_tokenizers.sh) -------------------------------------
-COMPARE_METRICS = [
-    ("PSNR", ("tokenizer", "psnr"), "{:.2f}"),
-    ("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}"),
-    ("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
-    ("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
-    ("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
-    ("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
-    ("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}"),
-    ("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
-    ("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
-    ("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),
-    ("faithful 2 obj", ("prior", "faithfulness", "two_objects"), "{:.1%}"),
-    ("BLEU-4", ("captioning", "BLEU-4"), "{:.3f}"),
-    ("CIDEr-D", ("captioning", "CIDEr-D"), "{:.3f}"),
-    ("VQA colour", ("vqa", "per_type", "colour"), "{:.1%}"),
-    ("VQA shape", ("vqa", "per_type", "shape"), "{:.1%}"),
-    ("VQA all", ("vqa", "accuracy"), "{:.1%}"),
-]
-
-
-def _dig(report: dict, path: tuple[str, ...]):
-    for key in path:
-        if not isinstance(report, dict) or report.get(key) is None:
-            return None
-        report = report[key]
-    return report
-
-
-def compare_table(root: str | Path) -> str:
-    """Markdown table, one row per tokenizer (ROOT/TOKENIZER/seed*/report.json), mean ± std over
-    the seeds found; a metric a tokenizer does not have (e.g. retrieval without LG-VQ) shows '–'."""
-    root = Path(root)
-    rows = []
-    for tok_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        reports = [json.loads(r.read_text()) for r in sorted(tok_dir.glob("seed*/report.json"))]
-        if not reports:
-            continue
-        cells = []
-        for _, path, fmt in COMPARE_METRICS:
-            values = np.array([v for v in (_dig(r, path) for r in reports) if v is not None], dtype=float)
-            if not len(values):
-                cells.append("–")
-            elif len(values) == 1:
-                cells.append(fmt.format(values[0]))
-            else:
-                cells.append(f"{fmt.format(values.mean())} ± {fmt.format(values.std(ddof=1))}")
-        rows.append(f"| {tok_dir.name} | {len(reports)} | " + " | ".join(cells) + " |")
-    if not rows:
-        raise InputFileError(f"no ROOT/TOKENIZER/seed*/report.json under {root}")
-    head = "| tokenizer | seeds | " + " | ".join(name for name, _, _ in COMPARE_METRICS) + " |"
-    return "\n".join([head, "|" + " --- |" * (len(COMPARE_METRICS) + 2), *rows])

@@ -138,13 +138,21 @@ def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
 
     write("vqgan", 0, 30.0)
     write("vqgan", 1, 32.0)
+    write("vqgan", 2, 34.0)
     write("vqgan_lg", 0, 31.0, r1=0.2)
+    write("vqgan_lg", 1, 31.0, r1=0.3)
     assert main(["report", "--compare", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text().splitlines()
     vqgan = next(r for r in table if r.startswith("| vqgan |"))
     lg = next(r for r in table if r.startswith("| vqgan_lg |"))
-    assert "| 2 | 31.00 ± 1.41 |" in vqgan and "| – |" in vqgan  # no retrieval without LG-VQ
-    assert "| 1 | 31.00 |" in lg and "0.200" in lg
+    assert "| 3 | 32.00 ± 2.00 |" in vqgan and "| – |" in vqgan  # no retrieval without LG-VQ
+    assert "| 2 | 31.00 ± 0.00 |" in lg and "0.250 ± 0.071" in lg
+    # paired by seed (seeds 0 and 1 in both): +1.00 and -1.00
+    assert "| PSNR | +0.00 ± 1.41 (+1.00, -1.00) |" in table
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["per_seed"]["vqgan"]["seed2"]["PSNR"] == 34.0
+    assert saved["paired"]["vqgan"]["PSNR"]["per_seed"] == {"seed0": 1.0, "seed1": -1.0}
+    assert (tmp_path / "compare.png").stat().st_size > 0
     assert main(["report"]) == 2 and "--compare" in capsys.readouterr().err
 
 

@@ -1,0 +1,161 @@
+"""The tokenizer comparison (`scripts/compare_tokenizers.sh`, `lgvq report --compare ROOT`).
+
+    ROOT/TOKENIZER/seedN/report.json     one pipeline run per tokenizer and seed
+
+writes ROOT/table.md (mean ± std per tokenizer over its seeds, then for each backbone the paired
+difference with and without LG-VQ: per seed, and its mean ± std), ROOT/compare.json (every
+per-seed value and every difference) and ROOT/compare.png (bars with error bars).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lgvq.errors import InputFileError
+
+# (column name, path into report.json, format)
+COMPARE_METRICS = [
+    ("PSNR", ("tokenizer", "psnr"), "{:.2f}"),
+    ("SSIM", ("tokenizer", "ssim"), "{:.3f}"),
+    ("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}"),
+    ("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
+    ("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
+    ("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
+    ("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
+    ("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}"),
+    ("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
+    ("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
+    ("masked word R@1 swapped", ("alignment", "mask_recall@1/mask1/swapped/content"), "{:.3f}"),
+    ("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),
+    ("faithful 2 obj", ("prior", "faithfulness", "two_objects"), "{:.1%}"),
+    ("BLEU-4", ("captioning", "BLEU-4"), "{:.3f}"),
+    ("CIDEr-D", ("captioning", "CIDEr-D"), "{:.3f}"),
+    ("VQA colour", ("vqa", "per_type", "colour"), "{:.1%}"),
+    ("VQA shape", ("vqa", "per_type", "shape"), "{:.1%}"),
+    ("VQA all", ("vqa", "accuracy"), "{:.1%}"),
+]
+FORMATS = {name: fmt for name, _, fmt in COMPARE_METRICS}
+# the metrics drawn in compare.png
+PLOTTED = ["PSNR", "codes used %", "faithful 1 obj", "faithful 2 obj", "CIDEr-D", "VQA all"]
+BACKBONES = ("vqgan", "cvq", "vqct")  # each compared with its `_lg` variant
+
+
+def _dig(report: dict, path: tuple[str, ...]):
+    for key in path:
+        if not isinstance(report, dict) or report.get(key) is None:
+            return None
+        report = report[key]
+    return report
+
+
+def collect(root: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """tokenizer -> seed folder name -> metric -> value (metrics a run lacks are left out)."""
+    found: dict = {}
+    for tok_dir in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        for report_file in sorted(tok_dir.glob("seed*/report.json")):
+            report = json.loads(report_file.read_text())
+            values = {name: float(v) for name, path, _ in COMPARE_METRICS if (v := _dig(report, path)) is not None}
+            found.setdefault(tok_dir.name, {})[report_file.parent.name] = values
+    if not found:
+        raise InputFileError(f"no ROOT/TOKENIZER/seed*/report.json under {root}")
+    return found
+
+
+def _mean_std(values: list[float], fmt: str, signed: bool = False) -> str:
+    if not values:
+        return "–"
+    text = (lambda v: ("+" if signed and v >= 0 else "") + fmt.format(v))
+    if len(values) == 1:
+        return text(values[0])
+    return f"{text(float(np.mean(values)))} ± {fmt.format(float(np.std(values, ddof=1)))}"
+
+
+def compare_table(runs: dict) -> str:
+    """One row per tokenizer: mean ± std over its seeds; '–' where it has no such metric."""
+    head = "| tokenizer | seeds | " + " | ".join(name for name, _, _ in COMPARE_METRICS) + " |"
+    rows = [head, "|" + " --- |" * (len(COMPARE_METRICS) + 2)]
+    for tokenizer, seeds in runs.items():
+        cells = [_mean_std([v[name] for v in seeds.values() if name in v], fmt) for name, _, fmt in COMPARE_METRICS]
+        rows.append(f"| {tokenizer} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def paired_differences(runs: dict) -> dict[str, dict[str, dict]]:
+    """backbone -> metric -> {"per_seed": {seed: LG-VQ minus plain}, "mean", "std"}, over the seeds
+    both runs have (the same seed means the same data order and initialisation)."""
+    out: dict = {}
+    for backbone in BACKBONES:
+        plain, aligned = runs.get(backbone), runs.get(f"{backbone}_lg")
+        if not plain or not aligned:
+            continue
+        for name, _, _ in COMPARE_METRICS:
+            per_seed = {seed: aligned[seed][name] - plain[seed][name] for seed in sorted(plain.keys() & aligned.keys())
+                        if name in plain[seed] and name in aligned[seed]}
+            if per_seed:
+                values = list(per_seed.values())
+                out.setdefault(backbone, {})[name] = {
+                    "per_seed": per_seed, "mean": float(np.mean(values)),
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+    return out
+
+
+def paired_table(paired: dict) -> str:
+    """Markdown: one row per metric, one column per backbone: mean ± std (per-seed values)."""
+    if not paired:
+        return "No backbone has runs both with and without LG-VQ."
+    backbones = list(paired)
+    rows = ["| metric | " + " | ".join(f"{b}_lg − {b}" for b in backbones) + " |",
+            "|" + " --- |" * (len(backbones) + 1)]
+    for name, _, fmt in COMPARE_METRICS:
+        cells = []
+        for b in backbones:
+            d = paired[b].get(name)
+            if d is None:
+                cells.append("–")
+                continue
+            per_seed = ", ".join(("+" if v >= 0 else "") + fmt.format(v) for v in d["per_seed"].values())
+            cells.append(f"{_mean_std(list(d['per_seed'].values()), fmt, signed=True)} ({per_seed})")
+        if any(c != "–" for c in cells):
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def plot_comparison(runs: dict, out: Path) -> Path:
+    """Bars (mean over seeds) with error bars (std) per tokenizer, one panel per headline metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(runs)
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], PLOTTED):
+        values = [[v[metric] for v in runs[t].values() if metric in v] for t in names]
+        means = [np.mean(v) if v else np.nan for v in values]
+        errors = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]
+        ax.bar(range(len(names)), means, yerr=errors, capsize=3,
+               color=["tab:orange" if n.endswith("_lg") else "tab:blue" for n in names])
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=9)
+    fig.suptitle("mean ± std over seeds (orange: with LG-VQ)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def write_comparison(root: str | Path) -> str:
+    """ROOT/table.md, ROOT/compare.json and ROOT/compare.png; returns the markdown."""
+    root = Path(root)
+    runs = collect(root)
+    paired = paired_differences(runs)
+    text = "\n".join(["## Tokenizers, mean ± std over seeds", "", compare_table(runs), "",
+                      "## With minus without LG-VQ, paired by seed: mean ± std (each seed)", "",
+                      paired_table(paired), "", "![comparison](compare.png)"])
+    (root / "table.md").write_text(text + "\n")
+    (root / "compare.json").write_text(json.dumps({"per_seed": runs, "paired": paired}, indent=2))
+    plot_comparison(runs, root / "compare.png")
+    return text
