@@ -8,6 +8,7 @@ application layer (lgvq.api) and prints; nothing below imports this package.
     lgvq evaluate-prior --prior RUN                  lgvq train-captioner / train-vqa / caption / answer
     lgvq evaluate-head --model RUN                   lgvq retrieve / fill-mask --model TOKENIZER ...
     lgvq report --run DIR                            lgvq data export-shapes --out DIR --num N
+    lgvq demo --run PIPELINE_DIR                     (a local web page; the demo extra)
 
 Several processes: `accelerate launch --num_processes 2 -m lgvq train-tokenizer ...`.
 """
@@ -19,7 +20,7 @@ import logging
 import os
 import sys
 
-from lgvq.cli import data, heads, prior, report, tokenizer
+from lgvq.cli import data, demo, heads, prior, report, tokenizer
 from lgvq.cli.common import HelpFormatter
 from lgvq.errors import DISK_FULL, LgvqError, describe_write_error
 
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show the libraries' warnings and progress bars that lgvq silences (or LGVQ_VERBOSE=1)")
     sub = p.add_subparsers(dest="verb", required=True)
-    for module in (tokenizer, prior, heads, report, data):
+    for module in (tokenizer, prior, heads, report, data, demo):
         module.add_parsers(sub)
     return p
 
