@@ -49,9 +49,10 @@ class FinetuneConfig:
 
     limits: ClassVar[dict[str, str]] = {"replay_fraction": "[0, 1)", "freeze_backbone_steps": ">= 0"}
 
-    # classes the old prior never trained on (new ones, or ones absent from its store): `mean` starts
-    # each at a draw from a Gaussian fitted to the trained rows; `random` keeps the fresh init
-    new_class_init: Literal["mean", "random"] = "mean"
+    # classes the old prior never trained on (new ones, or ones absent from its store): `random` keeps
+    # the fresh init; `mean` starts each at a draw from a Gaussian fitted to the trained rows (measured
+    # no better on shapes: docs/results.md#fine-tuning-a-colour-the-prior-never-saw)
+    new_class_init: Literal["mean", "random"] = "random"
     freeze_backbone_steps: int = 0  # the first steps train only the condition (class rows, prompt reader)
     replay_store: str | None = None  # the old data's code store, mixed into every batch
     replay_fraction: float = 0.0  # share of each batch drawn from replay_store

@@ -58,13 +58,13 @@ def concat_batches(a: dict, b: dict) -> dict:
     return {k: torch.cat([a[k], b[k]]) if isinstance(a[k], torch.Tensor) else a[k] + b[k] for k in a if k in b}
 
 
-def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init: str = "mean") -> None:
+def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init: str = "random") -> None:
     """Copy a trained prior's weights into `prior` for fine-tuning. The conditioning, token
     vocabulary, sizes and text prefix length must agree (PriorTask keeps the old prefix length). A
     class-conditional prior keeps the rows of the classes the old one trained on and the null row;
-    the rows of the others (new classes, or ones its data never held) start, with
-    `new_class_init="mean"`, at draws from a Gaussian fitted to the trained rows (a typical class
-    embedding instead of a random vector far from all of them), or keep their fresh init."""
+    the rows of the others (new classes, or ones its data never held) keep their fresh init, or with
+    `new_class_init="mean"` start at draws from a Gaussian fitted to the trained rows (a typical class
+    embedding instead of a random vector)."""
     old = PriorTransformer.from_pretrained(model_dir(source))
     for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
                 "text_layers", "grid_positions"):
