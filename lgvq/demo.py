@@ -5,7 +5,7 @@
 
 Tabs: text to image (on shapes each image marked by the scorer; a link with `?prompt=...` fills
 the prompt and generates at once), caption, ask (VQA), complete, and tokens (the code grid over the
-image, the reconstruction beside it). The models load once, when the
+image, the reconstruction beside it, each position's ids and, for VQCT tokenizers, their words). The models load once, when the
 page is built; Gradio runs each request in its thread pool. A user error (an empty prompt, a run
 of the wrong kind) is shown on the page in the words the CLI uses.
 """
@@ -156,8 +156,9 @@ class DemoModels:
             cond = Condition(text=one.text.expand(n, -1, -1), text_mask=one.text_mask.expand(n, -1))
         return pipe.complete(image, keep_top=keep_top, num_images=int(num_images), seed=int(seed), condition=cond)
 
-    def tokens(self, image: Image.Image) -> tuple[Image.Image, Image.Image]:
-        """The image with its code grid and ids drawn over it, and the reconstruction from the ids."""
+    def tokens(self, image: Image.Image) -> tuple[Image.Image, Image.Image, list[list]]:
+        """The image with its code grid and ids drawn over it, the reconstruction from the ids, and a
+        table of each position's ids (and, for VQCT tokenizers, the words they are)."""
         tokenizer = self.need("tokenizer")
         ids = self.codes(image, tokenizer)[0]  # (h, w) or (h, w, k)
         with torch.no_grad():
@@ -166,7 +167,24 @@ class DemoModels:
         from lgvq.images import load_image
 
         original = Image.fromarray(to_uint8(load_image(image, tokenizer.config.resolution)[None])[0])
-        return draw_code_grid(original, ids), Image.fromarray(to_uint8(rec)[0]).resize((512, 512), Image.NEAREST)
+        words = code_words(getattr(tokenizer.config, "quantizer_config", None) or {})
+        per_position = ids.reshape(ids.shape[0], ids.shape[1], -1).tolist()
+        table = [[i, j, " ".join(map(str, codes)), " ".join(words[c] for c in codes) if words else ""]
+                 for i, row in enumerate(per_position) for j, codes in enumerate(row)]
+        return (draw_code_grid(original, ids), Image.fromarray(to_uint8(rec)[0]).resize((512, 512), Image.NEAREST),
+                table)
+
+
+def code_words(quantizer_config: dict) -> list[str] | None:
+    """The word of each code id for a VQCT tokenizer whose vocabulary folder is still there
+    (adjectives, then nouns: the ids' order); None for other tokenizers."""
+    from lgvq.text.vocab import Vocabulary
+
+    folder = (quantizer_config.get("vqct") or {}).get("vocab")
+    if quantizer_config.get("kind") != "vqct" or not folder or not (Path(folder) / "vocab.json").is_file():
+        return None
+    vocab = Vocabulary.load(folder)
+    return vocab.adjectives + vocab.nouns
 
 
 def draw_code_grid(image: Image.Image, ids: torch.Tensor, size: int = 512) -> Image.Image:
@@ -242,6 +260,8 @@ def build_demo(runs: DemoRuns, device: str | torch.device = "cpu"):
             with gr.Row():
                 grid = gr.Image(type="pil", label="code grid (first code id of each position)", format="png")
                 rec = gr.Image(type="pil", label="reconstruction from the ids", format="png")
-            gr.Button("Show tokens", variant="primary").click(user_errors(models.tokens), tok_image, [grid, rec],
-                                                             api_name="tokens")
+            table = gr.Dataframe(headers=["row", "column", "code ids", "words (VQCT tokenizers)"],
+                                 label="codes of each position")
+            gr.Button("Show tokens", variant="primary").click(user_errors(models.tokens), tok_image,
+                                                             [grid, rec, table], api_name="tokens")
     return demo

@@ -45,8 +45,9 @@ def test_text_to_image_then_every_other_tab(page):
     assert answer in VQAHead.from_pretrained(root / "vqa" / "model").config.answers  # the closed set
     completions = client.predict(image, 0.5, "a small red circle", 2, 0, api_name="/complete")
     assert [Image.open(c["image"]).size for c in completions] == [(32, 32)] * 2
-    grid, reconstruction = client.predict(image, api_name="/tokens")
+    grid, reconstruction, table = client.predict(image, api_name="/tokens")
     assert Image.open(grid).size == Image.open(reconstruction).size == (512, 512)
+    assert len(table["data"]) == 4 * 4  # the tiny tokenizer's grid, one row a position
 
 
 def test_a_user_error_reaches_the_page_in_the_cli_words(page):
@@ -61,3 +62,13 @@ def test_the_demo_verb_without_runs_says_what_to_give(capsys):
     from lgvq.cli import main
 
     assert main(["demo"]) == 2 and "--run PIPELINE_DIR" in capsys.readouterr().err
+
+
+def test_vqct_codes_are_shown_as_their_words(tmp_path):
+    from lgvq.demo import code_words
+    from lgvq.text.vocab import Vocabulary
+
+    Vocabulary(adjectives=["red", "blue"], nouns=["circle", "square"]).save(tmp_path / "vocab")
+    config = {"kind": "vqct", "vqct": {"vocab": str(tmp_path / "vocab")}}
+    assert code_words(config) == ["red", "blue", "circle", "square"]  # ids: adjectives, then nouns + offset
+    assert code_words({"kind": "vq"}) is None and code_words({"kind": "vqct", "vqct": {"vocab": "gone"}}) is None
