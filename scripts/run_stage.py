@@ -13,6 +13,7 @@ attempt (such an attempt's peak memory is lost with it). Exits with the command'
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
@@ -27,15 +28,18 @@ HEARTBEAT_SECONDS = 2
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     partial.write_text(text)
     os.replace(partial, path)
 
 
-def _update(path: Path, name: str, value: float, combine) -> None:
-    records = json.loads(path.read_text()) if path.is_file() else {}
-    records[name] = combine(records[name], value) if name in records else value
-    _write_atomically(path, json.dumps(records, indent=2))
+def _update(path: Path, name: str, value, combine) -> None:
+    """Read-modify-write one record under a lock: stages side by side update the same files."""
+    with open(path.parent / ".stages" / "records.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = json.loads(path.read_text()) if path.is_file() else {}
+        records[name] = combine(records[name], value) if name in records else value
+        _write_atomically(path, json.dumps(records, indent=2))
 
 
 def _add(a: float, b: float) -> float:

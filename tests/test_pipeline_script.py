@@ -185,3 +185,12 @@ def test_compare_script_stops_after_the_tokenizer(tmp_path):
     assert not (run / "codes").exists() and not (run / "prior").exists()
     row = next(r for r in (tmp_path / "table.md").read_text().splitlines() if r.startswith("| cvq |"))
     assert "| 64 | 16 |" in row  # codebook size, tokens per image (toy 32 px at f = 8)
+
+
+def test_stages_side_by_side_keep_every_record(tmp_path):
+    """Stages started together update commands.json / timings.json without losing an entry."""
+    runner = [sys.executable, str(REPO / "scripts" / "run_stage.py"), str(tmp_path)]
+    started = [subprocess.Popen([*runner, f"stage{i}", sys.executable, "-c", "pass"]) for i in range(8)]
+    assert all(p.wait(timeout=120) == 0 for p in started)
+    for record in ("commands.json", "timings.json", "peak_memory.json"):
+        assert sorted(json.loads((tmp_path / record).read_text())) == [f"stage{i}" for i in range(8)], record
