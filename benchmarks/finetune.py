@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from lgvq.api import encode_store, train
-from lgvq.config import DataConfig, load_config
+from lgvq.config import DataConfig
+from lgvq.data.code_store import CodeStore
 from lgvq.data.datasets import build_dataset
 from lgvq.pipelines import load_pipeline
 
@@ -96,8 +97,7 @@ def main() -> None:
     encode_store(args.tokenizer, stores["old"], data="shapes", overrides=[*data, f"data.exclude_words=[{args.held_out}]"],
                  text_max_length=24, batch_size=64)
     encode_store(args.tokenizer, stores["new"], data="shapes", overrides=data, text_max_length=24, batch_size=64)
-    data_cfg = load_config(DataConfig, None, base=json.loads((stores["new"] / "validation" / "store.json").read_text())
-                           ["identity"]["data"])
+    data_cfg = CodeStore(stores["new"] / "validation").data_config()
     freeze = max(1, args.finetune_steps // 10)
     settings = {"held_out": args.held_out, "pretrain_steps": args.pretrain_steps,
                 "finetune_steps": args.finetune_steps, "num_train": num_train, "seeds": seeds}

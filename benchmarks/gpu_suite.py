@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prior_gpu import matmul_ceiling, text_condition, training_flops_per_token  # noqa: E402
+from prior_gpu import cuda_seconds, matmul_ceiling, text_condition, training_flops_per_token  # noqa: E402
 
 from lgvq.config import load_config  # noqa: E402
 from lgvq.priors.model import PriorTransformer  # noqa: E402
@@ -47,22 +47,16 @@ PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.4, "H200": 989.4, "A100": 31
 
 # -- timing and memory ------------------------------------------------------------------------------
 def seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
-    """Median wall seconds of fn() (CUDA events on a GPU)."""
+    """Median wall seconds of fn() (on a GPU with CUDA events: prior_gpu.cuda_seconds)."""
+    if device.type == "cuda":
+        return cuda_seconds(fn, repeats, warmup)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 
 

@@ -83,7 +83,7 @@ class DemoModels:
     @staticmethod
     def _scorer(prior_run: Path):
         """The prior's data scorer (shapes), from the store it was trained on; None elsewhere."""
-        from lgvq.config import DataConfig, load_config
+        from lgvq.config import load_config
         from lgvq.data.code_store import CodeStore
         from lgvq.data.datasets import build_dataset
         from lgvq.priors.config import PriorRunConfig
@@ -95,8 +95,7 @@ class DemoModels:
         split = StoreDir(Path(load_config(PriorRunConfig, run.config).store)).split("validation")
         if not (split / "store.json").is_file():
             return None
-        data = CodeStore(split).manifest["identity"]["data"]
-        return build_dataset(load_config(DataConfig, None, base=data), "validation").scorer()
+        return build_dataset(CodeStore(split).data_config(), "validation").scorer()
 
     def need(self, what: str):
         model = {"prior": self.pipe, "captioner": self.captioner, "vqa": self.vqa, "tokenizer": self.tokenizer}[what]

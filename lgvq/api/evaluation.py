@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lgvq.api.data import data_config_for
-from lgvq.config import DataConfig, load_config
+from lgvq.config import load_config
 from lgvq.data.code_store import CodeStore
 from lgvq.data.datasets import build_dataset
 from lgvq.devices import resolve_device
@@ -91,14 +91,13 @@ def evaluate_prior_run(prior: str | Path, store: str | Path | None = None, seeds
     given = {k: v for k, v in sampling.items() if v is not None}
     results: dict = {"prior": str(run.root), "seed": seeds[0], "sampling": pipe.defaults | given}
     codes = StoreDir(Path(store or (cfg.store if cfg else "")))
-    data = {}
+    dataset = None
     if (codes.split("validation") / "store.json").is_file():
         validation = CodeStore(codes.split("validation"))
         results["validation"] = validation_nll(pipe.prior, validation, limit=limit, device=pipe.device)
-        data = validation.manifest["identity"]["data"]
+        dataset = build_dataset(validation.data_config(), "validation")
     else:
         print(f"no validation split in {codes.root}; skipping NLL")
-    dataset = build_dataset(load_config(DataConfig, None, base=data), "validation") if data else None
     scorer = dataset.scorer() if dataset is not None else None
     if pipe.prior.config.conditioning == "text" and scorer is not None:
         prompts, per_seed = scorer.prompts(num_prompts), {}

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from lgvq.config import DataConfig, load_config
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import collate
 from lgvq.errors import StoreError
@@ -288,6 +289,10 @@ class CodeStore:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def data_config(self) -> DataConfig:
+        """The data config the store was encoded from (to rebuild its dataset, e.g. for a scorer)."""
+        return load_config(DataConfig, None, base=self.manifest["identity"]["data"])
 
     def images(self) -> np.ndarray:
         """The image index of each readable item."""
