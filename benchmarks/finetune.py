@@ -2,19 +2,30 @@
 does it forget? Writes OUT/finetune.json and prints a table.
 
     python benchmarks/finetune.py --tokenizer RUN/model --out runs/finetune_bench \
-        [--held-out purple] [--pretrain-steps 1000] [--finetune-steps 300] [--conditioning class,text]
+        [--held-out purple] [--pretrain-steps 1000] [--finetune-steps 300] [--conditioning class,text] \
+        [--variants plain,focus25,focus] [--train-seeds 0,1,2]  # variants: any of those below
 
 For each conditioning (class labels, text prompts):
   pretrain   a prior on the data without any image whose captions mention the held-out word
-             (data.exclude_words: for purple, 4 of the 24 classes; captions never say purple)
-  finetune   that prior on the full data, --finetune-steps more:
-               plain    the README's recipe as it was (new class rows keep their random init)
-               recipe   new class rows drawn around the trained ones, 20 % of each batch replayed
-                        from the old data, the first 10 % of the steps train only the condition
+             (data.exclude_words: for purple, 3 of the 24 classes; captions never say purple)
+  finetune   that prior on the full data, --finetune-steps more (--variants chooses):
+               plain    no fine-tuning option (new class rows keep their random init)
+               mean     new class rows drawn around the trained ones
+               names    a new class row starts at the mean of the trained rows whose names share
+                        a word with it ("purple circle": the average circle)
+               replay   20 % of each batch from the old data
+               warm     the first 10 % of the steps train only the condition
+               recipe   mean + replay + warm
+               focus    half of each batch from the images new to the prior (a class it never
+                        trained on, a caption with a word it never read)
+               focus25  a quarter of each batch from the new images
+               recipe+focus  the recipe, and a quarter of each batch from the new images
+             (the defaults: focus25 for class priors, focus for text priors)
   scratch    a prior on the full data for pretrain + finetune steps (the same total compute)
 Faithfulness by the shapes scorer, on prompts that name the held-out word (new) and on the others
 (old): text priors on the validation captions, class priors on "a {class name}", --images-per-class
-samples each; each mean of --seeds sampling seeds. `--smoke` runs toy sizes in about a minute.
+samples each; each mean of --seeds sampling seeds. Runs already trained and evaluated with the same
+settings are kept. `--smoke` runs toy sizes in about a minute.
 """
 
 from __future__ import annotations
@@ -38,10 +49,25 @@ PRIOR = ["model.dim=128", "model.depth=4", "model.heads=4", "model.text_layers=2
          "train.lr=1e-3", "train.warmup_steps=100", "train.checkpoint_every=100000", "train.num_threads=1"]
 SMOKE_PRIOR = ["model.dim=32", "model.depth=1", "model.heads=2", "model.text_layers=0", "train.batch_size=8",
                "train.warmup_steps=1", "train.checkpoint_every=100000", "train.num_threads=1", "sample.batch_size=8"]
+# Each variant pins every fine-tuning option, so that its rows keep their meaning when the defaults
+# change. "{old_store}" and "{freeze}" are filled in per run.
+NOTHING = ["finetune.new_class_init=random", "finetune.new_data_fraction=0"]
+WARM = ["finetune.freeze_backbone_steps={freeze}"]
+REPLAY = ["finetune.replay_fraction=0.2", "finetune.replay_store={old_store}"]
 VARIANTS = {
-    "plain": ["finetune.new_class_init=random"],
-    "recipe": ["finetune.new_class_init=mean", "finetune.replay_fraction=0.2"],  # + store and freeze steps below
+    "plain": NOTHING,  # the README's recipe before these options
+    "mean": [*NOTHING, "finetune.new_class_init=mean"],
+    "names": [*NOTHING, "finetune.new_class_init=names"],
+    "replay": [*NOTHING, *REPLAY],
+    "warm": [*NOTHING, *WARM],
+    "recipe": [*NOTHING, "finetune.new_class_init=mean", *REPLAY, *WARM],
+    "focus": [*NOTHING, "finetune.new_data_fraction=0.5"],
+    "focus25": [*NOTHING, "finetune.new_data_fraction=0.25"],
+    "recipe+focus": [*NOTHING, "finetune.new_class_init=mean", *REPLAY, *WARM, "finetune.new_data_fraction=0.25"],
 }
+
+
+TRAINING_SETTINGS = ("held_out", "pretrain_steps", "finetune_steps", "num_train")
 
 
 def mentions(word: str, text: str) -> bool:
@@ -73,18 +99,32 @@ def faithfulness(run: Path, conditioning: str, word: str, data: DataConfig, seed
     return {part: float(np.mean(v)) for part, v in rates.items()} | {f"count_{k}": v for k, v in counts.items()}
 
 
+def read_results(report: Path, settings: dict) -> dict:
+    """OUT/finetune.json as far as it was measured with these settings: runs trained with other
+    settings are dropped; runs only evaluated with others keep their steps and minutes."""
+    earlier = json.loads(report.read_text()) if report.is_file() else {}
+    same = {k: earlier.get(k) == v for k, v in settings.items()}
+    runs = earlier.get("runs", {}) if all(same[k] for k in TRAINING_SETTINGS) else {}
+    if not all(same.values()):
+        runs = {k: {"steps": r["steps"], "train_minutes": r.get("train_minutes")} for k, r in runs.items()}
+    return settings | {"runs": runs}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", required=True, help="a trained tokenizer (RUN/model) of shapes images")
     p.add_argument("--out", default="runs/finetune_bench")
     p.add_argument("--held-out", default="purple", help="the word (colour) kept out of pretraining")
     p.add_argument("--conditioning", default="class,text")
+    p.add_argument("--variants", default="plain,focus25,focus", help=f"fine-tuning variants, of {', '.join(VARIANTS)}")
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--num-train", type=int, default=8000, help="shapes training images (both stores)")
-    p.add_argument("--num-prompts", type=int, default=200, help="validation prompts (text priors)")
-    p.add_argument("--images-per-class", type=int, default=10, help="samples per class (class priors)")
+    p.add_argument("--num-prompts", type=int, default=500, help="validation prompts (text priors)")
+    p.add_argument("--images-per-class", type=int, default=20, help="samples per class (class priors)")
     p.add_argument("--seeds", default="0,1,2", help="sampling seeds")
+    p.add_argument("--train-seeds", default="0", help="training seeds of the fine-tuned and from-scratch priors "
+                   "(each row: their mean; the pretrained prior is trained once)")
     p.add_argument("--smoke", action="store_true", help="toy sizes, to check the script itself")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -100,25 +140,24 @@ def main() -> None:
     data_cfg = CodeStore(stores["new"] / "validation").data_config()
     freeze = max(1, args.finetune_steps // 10)
     settings = {"held_out": args.held_out, "pretrain_steps": args.pretrain_steps,
-                "finetune_steps": args.finetune_steps, "num_train": num_train, "seeds": seeds}
+                "finetune_steps": args.finetune_steps, "num_train": num_train, "seeds": seeds,
+                "num_prompts": args.num_prompts, "images_per_class": args.images_per_class}
     report = out / "finetune.json"
-    earlier = json.loads(report.read_text()) if report.is_file() else {}
-    # runs of other conditionings from an earlier call with the same settings are kept
-    same = all(earlier.get(k) == v for k, v in settings.items())
-    results = settings | {"runs": earlier.get("runs", {}) if same else {}}
     config = ["configs/prior/shapes_t2i.yaml"]
     for conditioning in args.conditioning.split(","):
         common = [*prior, f"model.conditioning={conditioning}"]
-        plan = {
-            "pretrain": (stores["old"], None, args.pretrain_steps, []),
-            "finetune plain": (stores["new"], "pretrain", args.finetune_steps, VARIANTS["plain"]),
-            "finetune recipe": (stores["new"], "pretrain", args.finetune_steps,
-                                [*VARIANTS["recipe"], f"finetune.replay_store={stores['old']}",
-                                 f"finetune.freeze_backbone_steps={freeze}"]),
-            "scratch": (stores["new"], None, args.pretrain_steps + args.finetune_steps, []),
-        }
+        plan = {"pretrain": (stores["old"], None, args.pretrain_steps, [])}
+        for train_seed in (int(s) for s in args.train_seeds.split(",")):
+            suffix, seed = (f" seed{train_seed}", [f"train.seed={train_seed}"]) if train_seed else ("", [])
+            for variant in args.variants.split(","):
+                extra = [o.format(old_store=stores["old"], freeze=freeze) for o in VARIANTS[variant]]
+                plan[f"finetune {variant}{suffix}"] = (stores["new"], "pretrain", args.finetune_steps, [*extra, *seed])
+            plan[f"scratch{suffix}"] = (stores["new"], None, args.pretrain_steps + args.finetune_steps, seed)
         for name, (store, init, steps, extra) in plan.items():
-            run = out / conditioning / name.replace(" ", "_")
+            run, key = out / conditioning / name.replace(" ", "_"), f"{conditioning} / {name}"
+            entry = read_results(report, settings)["runs"].get(key, {})
+            if (run / "model").is_dir() and "new" in entry:
+                continue  # trained and evaluated with these settings
             start = time.monotonic()
             if not (run / "model").is_dir():
                 train("prior", config, [*common, *extra, f"train.max_steps={steps}", f"train.output_dir={run}"],
@@ -126,18 +165,35 @@ def main() -> None:
             minutes = (time.monotonic() - start) / 60
             rates = faithfulness(run, conditioning, args.held_out, data_cfg, seeds, args.num_prompts,
                                  args.images_per_class)
-            entry = results["runs"].get(f"{conditioning} / {name}", {})
             trained_now = minutes > 0.05  # a run found already trained keeps the minutes it took
-            results["runs"][f"{conditioning} / {name}"] = rates | {
-                "steps": steps, "train_minutes": round(minutes, 1) if trained_now else entry.get("train_minutes")}
+            entry = rates | {"steps": steps,
+                             "train_minutes": round(minutes, 1) if trained_now else entry.get("train_minutes")}
+            # read again before writing: the other conditioning may run beside this one
+            results = read_results(report, settings)
+            results["runs"][key] = entry
             report.write_text(json.dumps(results, indent=2))
-    print(f"held out: {args.held_out}; faithful on prompts naming it (new) and on the others (old), "
-          f"mean of sampling seeds {args.seeds}")
-    print("| prior | steps | new | old | train minutes |\n| --- | --- | --- | --- | --- |")
-    for name, r in results["runs"].items():
-        print(f"| {name} | {r['steps']} | {r['new']:.1%} ({r['count_new']}) | {r['old']:.1%} ({r['count_old']}) | "
-              f"{r['train_minutes'] if r['train_minutes'] is not None else 'n/a'} |")
+    print_table(read_results(report, settings)["runs"], args)
 
+
+def print_table(runs: dict, args) -> None:
+    """One row per prior and variant: the mean over its training seeds (each seed's in brackets)."""
+    groups: dict[str, list[dict]] = {}
+    for name, r in runs.items():
+        groups.setdefault(re.sub(r" seed\d+$", "", name), []).append(r)
+    print(f"held out: {args.held_out}; faithful on prompts naming it (new) and on the others (old), mean of "
+          f"sampling seeds {args.seeds}; a row with several training seeds gives their mean and (each seed's)")
+    print("| prior | steps | training seeds | new | old | train minutes |\n| --- | --- | --- | --- | --- | --- |")
+    order = ["pretrain", *(f"finetune {v}" for v in VARIANTS), "scratch"]  # rows within a conditioning
+    for name in sorted(groups, key=lambda n: (n.split(" / ")[0], order.index(n.split(" / ")[1]))):
+        rs = groups[name]
+
+        def rate(part: str) -> str:
+            each = [r[part] for r in rs]
+            return f"{np.mean(each):.1%}" + (f" ({', '.join(f'{v:.1%}' for v in each)})" if len(each) > 1 else "")
+
+        minutes = [r["train_minutes"] for r in rs if r.get("train_minutes") is not None]
+        print(f"| {name} | {rs[0]['steps']} | {len(rs)} | {rate('new')} | {rate('old')} | "
+              f"{f'{np.mean(minutes):.1f}' if minutes else 'n/a'} |")
 
 if __name__ == "__main__":
     main()

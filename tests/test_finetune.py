@@ -1,6 +1,8 @@
 """Fine-tuning that learns the new data: held-out words, new class rows, replay, a frozen warm
 phase, and a VQA classifier extended with new answers."""
 
+import re
+
 import pytest
 import torch
 import yaml
@@ -57,6 +59,7 @@ def test_classes_the_old_prior_never_saw_start_around_the_trained_rows(tmp_path,
     assert purple and not set(purple) & set(old.config.trained_classes)
 
     cfg = load_config(PriorRunConfig, prior_config(tmp_path, tiny_store, "new"))
+    assert cfg.finetune.new_class_init == "random"  # the documented default
     task = PriorTask(cfg, tmp_path / "new")
     torch.manual_seed(0)
     fresh = PriorTransformer(**task.prior_kwargs())
@@ -75,6 +78,15 @@ def test_classes_the_old_prior_never_saw_start_around_the_trained_rows(tmp_path,
     initialise_from(kept_fresh, old_run, "random")
     assert torch.equal(kept_fresh.class_embedding.weight.detach()[purple], untouched[purple])
 
+    # "names": a purple circle starts as the mean of the trained circles
+    by_name = PriorTransformer(**task.prior_kwargs())
+    initialise_from(by_name, old_run, "names")
+    names = old.config.class_names
+    for c in purple:
+        shape = names[c].split()[-1]
+        same_shape = [t for t in trained if names[t].endswith(shape)]
+        assert same_shape and torch.allclose(by_name.class_embedding.weight.detach()[c], old_rows[same_shape].mean(0))
+
 
 def test_replay_mixes_the_old_store_into_each_batch_in_the_stated_ratio(tmp_path, tiny_store, no_purple_store):
     cfg = load_config(PriorRunConfig, prior_config(tmp_path, tiny_store, "mix", finetune__replay_store=str(no_purple_store),
@@ -87,6 +99,59 @@ def test_replay_mixes_the_old_store_into_each_batch_in_the_stated_ratio(tmp_path
     assert torch.equal(batch["tokens"][:6], task.store.batch(new_positions)["tokens"])
     assert torch.equal(batch["tokens"][6:], task.replay.batch(old_positions)["tokens"])
     assert batch["text"].shape[:2] == batch["text_mask"].shape and batch["text"].shape[0] == 8
+
+
+@pytest.mark.parametrize("conditioning", ["class", "text"])
+def test_new_data_fraction_fills_its_share_of_each_batch_with_images_new_to_the_prior(
+        tmp_path, tiny_store, no_purple_store, conditioning):
+    train("prior", [prior_config(tmp_path, no_purple_store, "old", conditioning)])
+    old = PriorTransformer.from_pretrained(tmp_path / "old" / "model")
+    if conditioning == "text":  # the prior records the words of its captions
+        assert {"circle", "square", "triangle", "red"} <= set(old.config.trained_words)
+        assert "purple" not in old.config.trained_words
+
+    cfg = load_config(PriorRunConfig, prior_config(tmp_path, tiny_store, "focus", conditioning,
+                                                   finetune__new_data_fraction=0.25),
+                      [f"init_from={tmp_path / 'old'}"])
+    task = PriorTask(cfg, tmp_path / "focus")
+    store = task.store
+
+    def new_to_the_prior(image: int) -> bool:  # a class or a word the old prior never trained on
+        if conditioning == "class":
+            return int(store.labels[image]) not in old.config.trained_classes
+        words = {w for r in store.captions[image] for w in re.findall(r"\w+", store.texts[r].lower())}
+        return bool(words - set(old.config.trained_words))
+
+    new_images = {int(store.images()[i]) for i in task.new_items}
+    assert new_images == {int(i) for i in store.images() if new_to_the_prior(int(i))}
+    purple = {int(i) for i in store.images() if any("purple" in store.texts[r] for r in store.captions[int(i)])}
+    if conditioning == "class":
+        purple = {int(i) for i in store.images() if old.config.class_names[int(store.labels[i])].startswith("purple")}
+    assert purple and purple <= new_images
+    batches = task.train_batches(0, 0, 1)
+    for _ in range(3):
+        batch = next(batches)
+        assert batch["tokens"].shape[0] == 8
+        # the last round(8 x 0.25) = 2 rows come from the new images; the rest from all of the store
+        assert {int(i) for i in batch["index"][6:]} <= new_images
+    # left to its default, a quarter of each batch (class priors) or half (text priors) is new
+    default = load_config(PriorRunConfig, prior_config(tmp_path, tiny_store, "default", conditioning),
+                          [f"init_from={tmp_path / 'old'}"])
+    default_task = PriorTask(default, tmp_path / "default")
+    new_rows = {"class": 2, "text": 4}[conditioning]  # of 8
+    assert default.finetune.new_share(conditioning) == new_rows / 8
+    batch = next(default_task.train_batches(0, 0, 1))
+    assert {int(i) for i in batch["index"][8 - new_rows:]} <= new_images
+    # what the old prior trained on stays recorded as trained in the fine-tuned one
+    kwargs = task.prior_kwargs()
+    recorded = kwargs["trained_words"] if conditioning == "text" else kwargs["trained_classes"]
+    assert set(old.config.trained_words if conditioning == "text" else old.config.trained_classes) <= set(recorded)
+
+
+def test_new_data_fraction_needs_a_prior_to_be_new_to(tmp_path, tiny_store):
+    cfg = load_config(PriorRunConfig, prior_config(tmp_path, tiny_store, "alone", finetune__new_data_fraction=0.5))
+    with pytest.raises(ConfigError, match="needs init_from"):
+        PriorTask(cfg, tmp_path / "alone")
 
 
 def test_a_frozen_warm_phase_trains_only_the_condition(tmp_path, tiny_store, no_purple_store):
@@ -134,6 +199,6 @@ def test_the_finetune_benchmark_runs_at_toy_size(tmp_path, tiny_tokenizer_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = json.loads((tmp_path / "finetune.json").read_text())["runs"]
     assert set(runs) == {f"{c} / {n}" for c in ("class", "text")
-                         for n in ("pretrain", "finetune plain", "finetune recipe", "scratch")}
+                         for n in ("pretrain", "finetune plain", "finetune focus25", "finetune focus", "scratch")}
     assert all(0 <= r["new"] <= 1 and 0 <= r["old"] <= 1 for r in runs.values())
-    assert "| class / finetune recipe | 2 |" in done.stdout
+    assert "| class / finetune focus25 | 2 | 1 |" in done.stdout

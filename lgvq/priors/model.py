@@ -72,9 +72,12 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
                  ff_mult: int = 4, dropout: float = 0.0, cond_dropout: float = 0.1,
                  text_encoder: str | None = None, text_pooling: str = "auto", class_names: list | None = None,
                  token_shape: tuple = (16, 16), tokens_per_position: int = 1, text_layers: int = 0,
-                 grid_positions: bool = False, trained_classes: list | None = None):
+                 grid_positions: bool = False, trained_classes: list | None = None,
+                 trained_words: list | None = None):
         # trained_classes: the class ids its training data held (None: all); fine-tuning starts
-        # the rows of the others afresh (`initialise_from`)
+        # the rows of the others afresh (`initialise_from`). trained_words: the words of its training
+        # captions (text priors; None: not recorded); fine-tuning can favour captions with others
+        # (`finetune.new_data_fraction`)
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, not {conditioning!r}")

@@ -8,7 +8,9 @@ encoder and the text encoder never run inside it. A run directory holds what sam
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,9 +64,10 @@ def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init:
     """Copy a trained prior's weights into `prior` for fine-tuning. The conditioning, token
     vocabulary, sizes and text prefix length must agree (PriorTask keeps the old prefix length). A
     class-conditional prior keeps the rows of the classes the old one trained on and the null row;
-    the rows of the others (new classes, or ones its data never held) keep their fresh init, or with
-    `new_class_init="mean"` start at draws from a Gaussian fitted to the trained rows (a typical class
-    embedding instead of a random vector)."""
+    the rows of the others (new classes, or ones its data never held) keep their fresh init
+    (`new_class_init="random"`), start at draws from a Gaussian fitted to the trained rows (`"mean"`:
+    a typical class embedding), or at the mean of the trained rows whose class names share a word
+    with theirs (`"names"`: "purple circle" starts as the average circle; `mean` where none does)."""
     old = PriorTransformer.from_pretrained(model_dir(source))
     for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
                 "text_layers", "grid_positions"):
@@ -86,12 +89,19 @@ def class_rows_for(old: PriorTransformer, prior: PriorTransformer, new_class_ini
     rows[trained] = old_rows[trained]
     rows[-1] = old_rows[-1]  # the null class
     new = [c for c in range(prior.config.num_classes) if c not in set(trained)]
-    if new and new_class_init == "mean" and len(trained) > 1:
+    if new and new_class_init in ("mean", "names") and len(trained) > 1:
         mean, std = old_rows[trained].mean(0), old_rows[trained].std(0)
         rows[new] = mean + std * torch.randn(len(new), rows.shape[1])
+        names = prior.config.class_names
+        if new_class_init == "names" and names:
+            for c in new:  # the mean of the trained rows whose names share a word with the new class's
+                related = [t for t in trained if set(names[c].lower().split()) & set(names[t].lower().split())]
+                if related:
+                    rows[c] = old_rows[related].mean(0)
     if new:
-        log.info("classes %s are new to the prior: rows %s", new,
-                 "drawn around the trained ones" if new_class_init == "mean" else "freshly initialised")
+        log.info("classes %s are new to the prior: rows %s", new, {
+            "mean": "drawn around the trained ones", "names": "from the trained classes whose names they share",
+            "random": "freshly initialised"}[new_class_init])
     return rows
 
 
@@ -115,6 +125,50 @@ def replay_store(cfg: PriorRunConfig, store: CodeStore) -> CodeStore | None:
     return old
 
 
+def caption_words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def store_words(store: CodeStore) -> set[str]:
+    """Every word of the captions of the store's readable images."""
+    rows = {r for image in np.unique(store.images()) for r in store.captions[int(image)]}
+    return set().union(*(caption_words(store.texts[r]) for r in rows))
+
+
+def new_items(cfg: PriorRunConfig, store: CodeStore, init: dict | None, conditioning: str) -> np.ndarray | None:
+    """Positions (into the store's readable items) of the images new to the prior fine-tuning
+    starts from: a class it never trained on, or a caption with a word its captions never had.
+    None when `finetune.new_data_fraction` is off (or, left to its default, cannot apply)."""
+    share = cfg.finetune.new_share(conditioning)
+    if cfg.finetune.new_data_fraction is None:  # the default applies where it can
+        if init is None or (conditioning == "text" and init.get("trained_words") is None):
+            return None
+    if share <= 0:
+        return None
+    if init is None or conditioning == "none":
+        raise ConfigError("finetune.new_data_fraction needs init_from (the prior being fine-tuned) and a class- or "
+                          "text-conditional prior: new images are those with classes or words it never trained on")
+    images = store.images()
+    if conditioning == "class":
+        trained = set(init.get("trained_classes") or range(init["num_classes"]))
+        labels = np.asarray(store.labels)[images]
+        new = np.array([int(c) not in trained for c in labels], dtype=bool)
+    else:
+        if init.get("trained_words") is None:
+            raise ConfigError(f"the prior at {cfg.init_from} does not record the words it trained on (it was trained "
+                              f"by an older lgvq): set finetune.new_data_fraction=0 or retrain it")
+        known = set(init["trained_words"])
+        unknown = {r: bool(caption_words(text) - known) for r, text in enumerate(store.texts)}
+        new = np.array([any(unknown[r] for r in store.captions[int(i)]) for i in images], dtype=bool)
+    positions = np.flatnonzero(new)
+    if len(positions) == 0:
+        log.info("fine-tuning: no image of %s is new to the prior; batches draw from all of it", cfg.store)
+        return None
+    log.info("fine-tuning: %d of %d images are new to the prior; %.0f %% of each batch drawn from them",
+             len(positions), len(images), 100 * share)
+    return positions
+
+
 class PriorTask(TrainingTask):
     main_module = "prior"
     progress_keys = ("loss",)
@@ -128,9 +182,11 @@ class PriorTask(TrainingTask):
         self.store = CodeStore(store.split("train"))
         self.replay = replay_store(cfg, self.store)
         self.conditioning = resolve_conditioning(cfg.model.conditioning, self.store)
+        # the config of the prior fine-tuning starts from (loaded whole, for the checks of from_pretrained)
+        self.init = dict(PriorTransformer.from_pretrained(model_dir(cfg.init_from)).config) if cfg.init_from else None
         # fine-tuning keeps the trained prefix length; a longer caption is truncated to it
-        self.text_length = (PriorTransformer.from_pretrained(model_dir(cfg.init_from)).config.text_length
-                            if cfg.init_from and self.conditioning == "text" else None)
+        self.text_length = self.init["text_length"] if self.init and self.conditioning == "text" else None
+        self.new_items = new_items(cfg, self.store, self.init, self.conditioning)
         self.store.copy_tokenizer_to(self.run_dir)
 
     def prior_kwargs(self) -> dict:
@@ -140,15 +196,20 @@ class PriorTask(TrainingTask):
         kwargs = asdict(self.cfg.model) | dict(
             vocab_size=s["vocab_size"], seq_len=s["seq_len"], conditioning=self.conditioning,
             token_shape=tuple(s["token_shape"]), tokens_per_position=s["tokens_per_position"])
+        stores = [store for store in (self.store, self.replay) if store is not None]
         if self.conditioning == "class":
             n = s.get("num_classes") or int(np.max(self.store.labels)) + 1
-            seen = {int(c) for store in (self.store, self.replay) if store is not None
-                    for c in np.unique(np.asarray(store.labels)[store.images()]) if c >= 0}
+            seen = {int(c) for store in stores for c in np.unique(np.asarray(store.labels)[store.images()]) if c >= 0}
+            if self.init:  # what the prior it starts from trained on stays trained
+                seen |= set(self.init.get("trained_classes") or range(self.init["num_classes"]))
             kwargs |= dict(num_classes=n, class_names=s.get("class_names"), trained_classes=sorted(seen))
         if self.conditioning == "text":
             t = s["text"]
+            words = set().union(*(store_words(store) for store in stores))
+            if self.init and self.init.get("trained_words") is not None:
+                words |= set(self.init["trained_words"])
             kwargs |= dict(text_width=t["width"], text_length=self.text_length or t["length"],
-                           text_encoder=t["encoder"], text_pooling=t["pooling"])
+                           text_encoder=t["encoder"], text_pooling=t["pooling"], trained_words=sorted(words))
         return kwargs
 
     def build_modules(self) -> dict[str, nn.Module]:
@@ -164,20 +225,29 @@ class PriorTask(TrainingTask):
         return [OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay)]
 
     def train_batches(self, start_batch: int, rank: int, world_size: int):
+        """Batches of the store; when fine-tuning with `finetune.replay_fraction` or
+        `finetune.new_data_fraction`, each batch holds that many rows of the old store / of the
+        store's new images, the rest drawn from the whole store. Every stream starts at the same
+        batch number, so a resumed run draws what it would have."""
         t, f = self.cfg.train, self.cfg.finetune
-        if self.replay is None:
-            for positions, rng in store_batches(len(self.store), t.batch_size, t.seed, rank, world_size, start_batch):
-                yield self.store.batch(positions, rng, self.text_length)
-            return
-        # each batch: round(batch_size x replay_fraction) rows of the old data, the rest new; both
-        # streams start at the same batch number, so a resumed run draws what it would have
-        old_rows = max(1, round(t.batch_size * f.replay_fraction))
-        length = self.prior_kwargs().get("text_length")  # one prompt length for both stores
-        new = store_batches(len(self.store), t.batch_size - old_rows, t.seed, rank, world_size, start_batch)
-        old = store_batches(len(self.replay), old_rows, t.seed + 1, rank, world_size, start_batch)
-        for (positions, rng), (old_positions, old_rng) in zip(new, old):
-            yield concat_batches(self.store.batch(positions, rng, length),
-                                 self.replay.batch(old_positions, old_rng, length))
+        # (store, the positions it draws from (None: all), rows per batch); the rest comes first
+        parts = []
+        if self.replay is not None:
+            parts.append((self.replay, None, max(1, round(t.batch_size * f.replay_fraction))))
+        if self.new_items is not None:
+            parts.append((self.store, self.new_items, max(1, round(t.batch_size * f.new_share(self.conditioning)))))
+        rest = t.batch_size - sum(rows for _, _, rows in parts)
+        if rest < 1:
+            raise ConfigError(f"finetune.replay_fraction + finetune.new_data_fraction leave no rows of the batch "
+                              f"({t.batch_size}) for the rest of the store; lower them")
+        parts.insert(0, (self.store, None, rest))
+        length = self.prior_kwargs().get("text_length") if len(parts) > 1 else self.text_length
+        streams = [store_batches(len(store) if subset is None else len(subset), rows, t.seed + k, rank, world_size,
+                                 start_batch) for k, (store, subset, rows) in enumerate(parts)]
+        for drawn in zip(*streams):
+            batches = [store.batch(positions if subset is None else subset[positions], rng, length)
+                       for (store, subset, _), (positions, rng) in zip(parts, drawn)]
+            yield functools.reduce(concat_batches, batches)
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]
