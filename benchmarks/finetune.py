@@ -3,7 +3,7 @@ does it forget? Writes OUT/finetune.json and prints a table.
 
     python benchmarks/finetune.py --tokenizer RUN/model --out runs/finetune_bench \
         [--held-out purple] [--pretrain-steps 1000] [--finetune-steps 300] [--conditioning class,text] \
-        [--variants plain,focus25,focus] [--train-seeds 0,1,2]  # variants: any of those below
+        [--variants plain,focus25,focus75] [--train-seeds 0,1,2]  # variants: any of those below
 
 For each conditioning (class labels, text prompts):
   pretrain   a prior on the data without any image whose captions mention the held-out word
@@ -18,9 +18,10 @@ For each conditioning (class labels, text prompts):
                recipe   mean + replay + warm
                focus    half of each batch from the images new to the prior (a class it never
                         trained on, a caption with a word it never read)
-               focus25  a quarter of each batch from the new images
+               focus25, focus75  a quarter / three quarters of each batch from the new images
+               focus25+replay  a quarter new, a fifth replayed from the old data
                recipe+focus  the recipe, and a quarter of each batch from the new images
-             (the defaults: focus25 for class priors, focus for text priors)
+             (the defaults: focus25 for class priors, focus75 for text priors)
   scratch    a prior on the full data for pretrain + finetune steps (the same total compute)
 Faithfulness by the shapes scorer, on prompts that name the held-out word (new) and on the others
 (old): text priors on the validation captions, class priors on "a {class name}", --images-per-class
@@ -63,6 +64,8 @@ VARIANTS = {
     "recipe": [*NOTHING, "finetune.new_class_init=mean", *REPLAY, *WARM],
     "focus": [*NOTHING, "finetune.new_data_fraction=0.5"],
     "focus25": [*NOTHING, "finetune.new_data_fraction=0.25"],
+    "focus75": [*NOTHING, "finetune.new_data_fraction=0.75"],
+    "focus25+replay": [*NOTHING, "finetune.new_data_fraction=0.25", *REPLAY],
     "recipe+focus": [*NOTHING, "finetune.new_class_init=mean", *REPLAY, *WARM, "finetune.new_data_fraction=0.25"],
 }
 
@@ -116,7 +119,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/finetune_bench")
     p.add_argument("--held-out", default="purple", help="the word (colour) kept out of pretraining")
     p.add_argument("--conditioning", default="class,text")
-    p.add_argument("--variants", default="plain,focus25,focus", help=f"fine-tuning variants, of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default="plain,focus25,focus75", help=f"fine-tuning variants, of {', '.join(VARIANTS)}")
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--num-train", type=int, default=8000, help="shapes training images (both stores)")

@@ -134,11 +134,11 @@ def test_new_data_fraction_fills_its_share_of_each_batch_with_images_new_to_the_
         assert batch["tokens"].shape[0] == 8
         # the last round(8 x 0.25) = 2 rows come from the new images; the rest from all of the store
         assert {int(i) for i in batch["index"][6:]} <= new_images
-    # left to its default, a quarter of each batch (class priors) or half (text priors) is new
+    # left to its default, a quarter of each batch (class priors) or three quarters (text priors) is new
     default = load_config(PriorRunConfig, prior_config(tmp_path, tiny_store, "default", conditioning),
                           [f"init_from={tmp_path / 'old'}"])
     default_task = PriorTask(default, tmp_path / "default")
-    new_rows = {"class": 2, "text": 4}[conditioning]  # of 8
+    new_rows = {"class": 2, "text": 6}[conditioning]  # of 8
     assert default.finetune.new_share(conditioning) == new_rows / 8
     batch = next(default_task.train_batches(0, 0, 1))
     assert {int(i) for i in batch["index"][8 - new_rows:]} <= new_images
@@ -199,6 +199,6 @@ def test_the_finetune_benchmark_runs_at_toy_size(tmp_path, tiny_tokenizer_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = json.loads((tmp_path / "finetune.json").read_text())["runs"]
     assert set(runs) == {f"{c} / {n}" for c in ("class", "text")
-                         for n in ("pretrain", "finetune plain", "finetune focus25", "finetune focus", "scratch")}
+                         for n in ("pretrain", "finetune plain", "finetune focus25", "finetune focus75", "scratch")}
     assert all(0 <= r["new"] <= 1 and 0 <= r["old"] <= 1 for r in runs.values())
     assert "| class / finetune focus25 | 2 | 1 |" in done.stdout
