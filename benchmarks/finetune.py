@@ -32,6 +32,7 @@ settings are kept. `--smoke` runs toy sizes in about a minute.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import re
 import time
@@ -44,6 +45,7 @@ from lgvq.api import encode_store, train
 from lgvq.config import DataConfig
 from lgvq.data.code_store import CodeStore
 from lgvq.data.datasets import build_dataset
+from lgvq.evaluation.results import write_results
 from lgvq.pipelines import load_pipeline
 
 PRIOR = ["model.dim=128", "model.depth=4", "model.heads=4", "model.text_layers=2", "train.batch_size=32",
@@ -113,6 +115,15 @@ def read_results(report: Path, settings: dict) -> dict:
     return settings | {"runs": runs}
 
 
+def record_run(report: Path, settings: dict, key: str, entry: dict) -> None:
+    """Add one run to OUT/finetune.json under a lock (the other conditioning may run beside this one)."""
+    with open(report.with_name(".finetune.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = read_results(report, settings)
+        results["runs"][key] = entry
+        write_results(results, report)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokenizer", required=True, help="a trained tokenizer (RUN/model) of shapes images")
@@ -171,10 +182,7 @@ def main() -> None:
             trained_now = minutes > 0.05  # a run found already trained keeps the minutes it took
             entry = rates | {"steps": steps,
                              "train_minutes": round(minutes, 1) if trained_now else entry.get("train_minutes")}
-            # read again before writing: the other conditioning may run beside this one
-            results = read_results(report, settings)
-            results["runs"][key] = entry
-            report.write_text(json.dumps(results, indent=2))
+            record_run(report, settings, key, entry)
     print_table(read_results(report, settings)["runs"], args)
 
 
@@ -182,6 +190,8 @@ def print_table(runs: dict, args) -> None:
     """One row per prior and variant: the mean over its training seeds (each seed's in brackets)."""
     groups: dict[str, list[dict]] = {}
     for name, r in runs.items():
+        if "new" not in r:
+            continue  # trained, not evaluated with these settings
         groups.setdefault(re.sub(r" seed\d+$", "", name), []).append(r)
     print(f"held out: {args.held_out}; faithful on prompts naming it (new) and on the others (old), mean of "
           f"sampling seeds {args.seeds}; a row with several training seeds gives their mean and (each seed's)")

@@ -60,15 +60,18 @@ def concat_batches(a: dict, b: dict) -> dict:
     return {k: torch.cat([a[k], b[k]]) if isinstance(a[k], torch.Tensor) else a[k] + b[k] for k in a if k in b}
 
 
-def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init: str = "random") -> None:
+def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init: str = "random",
+                    old: PriorTransformer | None = None) -> None:
     """Copy a trained prior's weights into `prior` for fine-tuning. The conditioning, token
     vocabulary, sizes and text prefix length must agree (PriorTask keeps the old prefix length). A
     class-conditional prior keeps the rows of the classes the old one trained on and the null row;
     the rows of the others (new classes, or ones its data never held) keep their fresh init
     (`new_class_init="random"`), start at draws from a Gaussian fitted to the trained rows (`"mean"`:
     a typical class embedding), or at the mean of the trained rows whose class names share a word
-    with theirs (`"names"`: "purple circle" starts as the average circle; `mean` where none does)."""
-    old = PriorTransformer.from_pretrained(model_dir(source))
+    with theirs (`"names"`: "purple circle" starts as the average circle; `mean` where none does).
+    `old`: the prior at `source`, when the caller has loaded it already."""
+    if old is None:
+        old = PriorTransformer.from_pretrained(model_dir(source))
     for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
                 "text_layers", "grid_positions"):
         if old.config[key] != prior.config[key]:
@@ -140,10 +143,8 @@ def new_items(cfg: PriorRunConfig, store: CodeStore, init: dict | None, conditio
     starts from: a class it never trained on, or a caption with a word its captions never had.
     None when `finetune.new_data_fraction` is off (or, left to its default, cannot apply)."""
     share = cfg.finetune.new_share(conditioning)
-    if cfg.finetune.new_data_fraction is None:  # the default applies where it can
-        if init is None or (conditioning == "text" and init.get("trained_words") is None):
-            return None
-    if share <= 0:
+    cannot_tell = init is None or (conditioning == "text" and init.get("trained_words") is None)
+    if share <= 0 or (cfg.finetune.new_data_fraction is None and cannot_tell):  # a default applies where it can
         return None
     if init is None or conditioning == "none":
         raise ConfigError("finetune.new_data_fraction needs init_from (the prior being fine-tuned) and a class- or "
@@ -182,10 +183,13 @@ class PriorTask(TrainingTask):
         self.store = CodeStore(store.split("train"))
         self.replay = replay_store(cfg, self.store)
         self.conditioning = resolve_conditioning(cfg.model.conditioning, self.store)
-        # the config of the prior fine-tuning starts from (loaded whole, for the checks of from_pretrained)
-        self.init = dict(PriorTransformer.from_pretrained(model_dir(cfg.init_from)).config) if cfg.init_from else None
-        # fine-tuning keeps the trained prefix length; a longer caption is truncated to it
-        self.text_length = self.init["text_length"] if self.init and self.conditioning == "text" else None
+        # the prior fine-tuning starts from (read once: its config here, its weights in build_modules)
+        self.init_prior = PriorTransformer.from_pretrained(model_dir(cfg.init_from)) if cfg.init_from else None
+        self.init = dict(self.init_prior.config) if self.init_prior is not None else None
+        # one prompt length for every batch, whichever store it comes from: fine-tuning keeps the
+        # trained prefix length (a longer caption is truncated to it), else the store's
+        self.text_length = (self.init["text_length"] if self.init and self.conditioning == "text"
+                            else self.store.text["length"] if self.store.text else None)
         self.new_items = new_items(cfg, self.store, self.init, self.conditioning)
         self.store.copy_tokenizer_to(self.run_dir)
 
@@ -208,14 +212,15 @@ class PriorTask(TrainingTask):
             words = set().union(*(store_words(store) for store in stores))
             if self.init and self.init.get("trained_words") is not None:
                 words |= set(self.init["trained_words"])
-            kwargs |= dict(text_width=t["width"], text_length=self.text_length or t["length"],
+            kwargs |= dict(text_width=t["width"], text_length=self.text_length,
                            text_encoder=t["encoder"], text_pooling=t["pooling"], trained_words=sorted(words))
         return kwargs
 
     def build_modules(self) -> dict[str, nn.Module]:
         prior = PriorTransformer(**self.prior_kwargs())
         if self.cfg.init_from:
-            initialise_from(prior, self.cfg.init_from, self.cfg.finetune.new_class_init)
+            initialise_from(prior, self.cfg.init_from, self.cfg.finetune.new_class_init, old=self.init_prior)
+            self.init_prior = None  # its weights are copied; only its config (self.init) is kept
         log.info("prior: %.1fM parameters, %d tokens per image, conditioning %s",
                  sum(p.numel() for p in prior.parameters()) / 1e6, prior.config.seq_len, self.conditioning)
         return {"prior": prior}
@@ -241,11 +246,10 @@ class PriorTask(TrainingTask):
             raise ConfigError(f"finetune.replay_fraction + finetune.new_data_fraction leave no rows of the batch "
                               f"({t.batch_size}) for the rest of the store; lower them")
         parts.insert(0, (self.store, None, rest))
-        length = self.prior_kwargs().get("text_length") if len(parts) > 1 else self.text_length
         streams = [store_batches(len(store) if subset is None else len(subset), rows, t.seed + k, rank, world_size,
                                  start_batch) for k, (store, subset, rows) in enumerate(parts)]
         for drawn in zip(*streams):
-            batches = [store.batch(positions if subset is None else subset[positions], rng, length)
+            batches = [store.batch(positions if subset is None else subset[positions], rng, self.text_length)
                        for (store, subset, _), (positions, rng) in zip(parts, drawn)]
             yield functools.reduce(concat_batches, batches)
 
