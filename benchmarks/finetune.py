@@ -7,7 +7,8 @@ does it forget? Writes OUT/finetune.json and prints a table.
 
 For each conditioning (class labels, text prompts):
   pretrain   a prior on the data without any image whose captions mention the held-out word
-             (data.exclude_words: for purple, 3 of the 24 classes; captions never say purple)
+             (data.exclude_words: for purple, 3 of the 24 classes; captions never say purple), one
+             per training seed
   finetune   that prior on the full data, --finetune-steps more (--variants chooses):
                plain    no fine-tuning option (new class rows keep their random init)
                mean     new class rows drawn around the trained ones
@@ -18,7 +19,9 @@ For each conditioning (class labels, text prompts):
                recipe   mean + replay + warm
                focus    half of each batch from the images new to the prior (a class it never
                         trained on, a caption with a word it never read)
-               focus25, focus75  a quarter / three quarters of each batch from the new images
+               focus12, focus25, focus75  an eighth / a quarter / three quarters of each batch from
+                        the new images
+               focus25-lr3e-4  focus25 at lr 3e-4 instead of 1e-3
                focus25+replay  a quarter new, a fifth replayed from the old data
                recipe+focus  the recipe, and a quarter of each batch from the new images
              (the defaults: focus25 for class priors, focus75 for text priors)
@@ -68,6 +71,8 @@ VARIANTS = {
     "focus25": [*NOTHING, "finetune.new_data_fraction=0.25"],
     "focus75": [*NOTHING, "finetune.new_data_fraction=0.75"],
     "focus25+replay": [*NOTHING, "finetune.new_data_fraction=0.25", *REPLAY],
+    "focus12": [*NOTHING, "finetune.new_data_fraction=0.125"],
+    "focus25-lr3e-4": [*NOTHING, "finetune.new_data_fraction=0.25", "train.lr=3e-4"],
     "recipe+focus": [*NOTHING, "finetune.new_class_init=mean", *REPLAY, *WARM, "finetune.new_data_fraction=0.25"],
 }
 
@@ -137,8 +142,8 @@ def main() -> None:
     p.add_argument("--num-prompts", type=int, default=500, help="validation prompts (text priors)")
     p.add_argument("--images-per-class", type=int, default=20, help="samples per class (class priors)")
     p.add_argument("--seeds", default="0,1,2", help="sampling seeds")
-    p.add_argument("--train-seeds", default="0", help="training seeds of the fine-tuned and from-scratch priors "
-                   "(each row: their mean; the pretrained prior is trained once)")
+    p.add_argument("--train-seeds", default="0", help="training seeds of every prior (each row: their mean; "
+                   "seed s fine-tunes the prior pretrained with seed s)")
     p.add_argument("--smoke", action="store_true", help="toy sizes, to check the script itself")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -160,15 +165,19 @@ def main() -> None:
     config = ["configs/prior/shapes_t2i.yaml"]
     for conditioning in args.conditioning.split(","):
         common = [*prior, f"model.conditioning={conditioning}"]
-        plan = {"pretrain": (stores["old"], None, args.pretrain_steps, [])}
+        plan = {}
         for train_seed in (int(s) for s in args.train_seeds.split(",")):
             suffix, seed = (f" seed{train_seed}", [f"train.seed={train_seed}"]) if train_seed else ("", [])
+            # each training seed fine-tunes its own pretrained prior: forgetting is paired
+            plan[f"pretrain{suffix}"] = (stores["old"], None, args.pretrain_steps, seed)
             for variant in args.variants.split(","):
                 extra = [o.format(old_store=stores["old"], freeze=freeze) for o in VARIANTS[variant]]
-                plan[f"finetune {variant}{suffix}"] = (stores["new"], "pretrain", args.finetune_steps, [*extra, *seed])
+                plan[f"finetune {variant}{suffix}"] = (stores["new"], f"pretrain{suffix}", args.finetune_steps,
+                                                       [*extra, *seed])
             plan[f"scratch{suffix}"] = (stores["new"], None, args.pretrain_steps + args.finetune_steps, seed)
         for name, (store, init, steps, extra) in plan.items():
             run, key = out / conditioning / name.replace(" ", "_"), f"{conditioning} / {name}"
+            init = init.replace(" ", "_") if init else None
             entry = read_results(report, settings)["runs"].get(key, {})
             if (run / "model").is_dir() and "new" in entry:
                 continue  # trained and evaluated with these settings
@@ -194,8 +203,10 @@ def print_table(runs: dict, args) -> None:
             continue  # trained, not evaluated with these settings
         groups.setdefault(re.sub(r" seed\d+$", "", name), []).append(r)
     print(f"held out: {args.held_out}; faithful on prompts naming it (new) and on the others (old), mean of "
-          f"sampling seeds {args.seeds}; a row with several training seeds gives their mean and (each seed's)")
-    print("| prior | steps | training seeds | new | old | train minutes |\n| --- | --- | --- | --- | --- | --- |")
+          f"sampling seeds {args.seeds}; a row with several training seeds gives their mean and (each seed's); "
+          f"old change: a fine-tuned prior's old rate minus that of the prior it started from (same seed)")
+    print("| prior | steps | training seeds | new | old | old change | train minutes |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     order = ["pretrain", *(f"finetune {v}" for v in VARIANTS), "scratch"]  # rows within a conditioning
     for name in sorted(groups, key=lambda n: (n.split(" / ")[0], order.index(n.split(" / ")[1]))):
         rs = groups[name]
@@ -205,8 +216,26 @@ def print_table(runs: dict, args) -> None:
             return f"{np.mean(each):.1%}" + (f" ({', '.join(f'{v:.1%}' for v in each)})" if len(each) > 1 else "")
 
         minutes = [r["train_minutes"] for r in rs if r.get("train_minutes") is not None]
-        print(f"| {name} | {rs[0]['steps']} | {len(rs)} | {rate('new')} | {rate('old')} | "
+        print(f"| {name} | {rs[0]['steps']} | {len(rs)} | {rate('new')} | {rate('old')} | {old_change(runs, name)} | "
               f"{f'{np.mean(minutes):.1f}' if minutes else 'n/a'} |")
+
+
+def old_change(runs: dict, name: str) -> str:
+    """Mean (and each seed's) old-rate change of a fine-tuned row against its own pretrained prior."""
+    conditioning, prior = name.split(" / ")
+    if not prior.startswith("finetune "):
+        return ""
+    changes = []
+    for key, r in runs.items():
+        if re.sub(r" seed\d+$", "", key) == name and "old" in r:
+            seed = key[len(name):]  # "" or " seedN"
+            pretrain = runs.get(f"{conditioning} / pretrain{seed}", {})
+            if "old" in pretrain:
+                changes.append(r["old"] - pretrain["old"])
+    if not changes:
+        return "n/a"
+    each = f" ({', '.join(f'{c * 100:+.1f}' for c in changes)})" if len(changes) > 1 else ""
+    return f"{np.mean(changes) * 100:+.1f}{each}"
 
 if __name__ == "__main__":
     main()

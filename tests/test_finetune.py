@@ -190,15 +190,23 @@ def test_the_finetune_benchmark_runs_at_toy_size(tmp_path, tiny_tokenizer_dir):
     import subprocess
     import sys
 
+    import yaml
+
     from tests.conftest import REPO
 
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune.py"), "--tokenizer", str(tiny_tokenizer_dir),
                            "--out", str(tmp_path), "--smoke", "--pretrain-steps", "2", "--finetune-steps", "2",
-                           "--num-prompts", "8", "--images-per-class", "1", "--seeds", "0"],
+                           "--num-prompts", "8", "--images-per-class", "1", "--seeds", "0",
+                           "--conditioning", "class", "--train-seeds", "0,1"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = json.loads((tmp_path / "finetune.json").read_text())["runs"]
-    assert set(runs) == {f"{c} / {n}" for c in ("class", "text")
-                         for n in ("pretrain", "finetune plain", "finetune focus25", "finetune focus75", "scratch")}
+    names = ("pretrain", "finetune plain", "finetune focus25", "finetune focus75", "scratch")
+    assert set(runs) == {f"class / {n}{seed}" for n in names for seed in ("", " seed1")}
     assert all(0 <= r["new"] <= 1 and 0 <= r["old"] <= 1 for r in runs.values())
-    assert "| class / finetune focus25 | 2 | 1 |" in done.stdout
+    # each training seed fine-tunes its own pretrained prior, and the table pairs them
+    config = yaml.safe_load((tmp_path / "class" / "finetune_focus25_seed1" / "config.yaml").read_text())
+    assert config["init_from"].endswith("pretrain_seed1")
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| class / finetune focus25 |"))
+    changes = [runs[f"class / finetune focus25{s}"]["old"] - runs[f"class / pretrain{s}"]["old"] for s in ("", " seed1")]
+    assert f"| {sum(changes) / 2 * 100:+.1f} (" in row and row.startswith("| class / finetune focus25 | 2 | 2 |")
