@@ -3,10 +3,12 @@
 1. KV-cached sampling over full recomputation, at the default length and at 256 tokens (target >= 5x at 256)
 2. guidance in one doubled batch over two separate passes (target >= 1.3x)
 3. a prior training step reading the code store over one that encodes the images in the step (target >= 3x)
+4. `model.group_size: 2` (2 x 2 codes per position) over 1: a training step and sampling, at the
+   tokenizer's grid (target >= 2.5x for the step: a quarter of the image positions)
 
     python benchmarks/prior_speed.py [--tokenizer-config configs/tokenizer/vqgan_shapes.yaml]
                                      [--prior-config configs/prior/shapes_t2i.yaml] [--device cpu]
-                                     [--parts cache,guidance,store] [TOKENIZER_KEY=VALUE ...]
+                                     [--parts cache,guidance,store,groups] [TOKENIZER_KEY=VALUE ...]
 
 e.g. the third ratio with the papers' 256 px f = 16 tokenizer on shapes images:
     python benchmarks/prior_speed.py --parts store --tokenizer-config configs/replicate/vqgan_f16.yaml \
@@ -54,13 +56,14 @@ def side_by_side(a, b, repeats: int, device) -> tuple[float, float]:
     return statistics.median(ta), statistics.median(tb)
 
 
-def text_prior(pcfg: PriorRunConfig, seq_len: int, vocab: int, device) -> PriorTransformer:
+def text_prior(pcfg: PriorRunConfig, seq_len: int, vocab: int, device, group_size: int = 1) -> PriorTransformer:
     torch.manual_seed(0)
     m = pcfg.model
     side = math.isqrt(seq_len)  # the benchmarked lengths are square grids
     return PriorTransformer(vocab_size=vocab, seq_len=seq_len, conditioning="text", text_width=384, text_length=16,
                             dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult, text_layers=m.text_layers,
-                            grid_positions=m.grid_positions, token_shape=(side, side)).to(device).eval()
+                            grid_positions=m.grid_positions, token_shape=(side, side),
+                            group_size=group_size).to(device).eval()
 
 
 def text_condition(b: int, device) -> Condition:
@@ -75,12 +78,12 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="images sampled at once")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--parts", default="cache,guidance,store", help="which ratios, comma-separated")
+    p.add_argument("--parts", default="cache,guidance,store,groups", help="which ratios, comma-separated")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the tokenizer config")
     args = p.parse_args()
     parts = set(args.parts.split(","))
-    if not parts <= {"cache", "guidance", "store"}:
-        p.error(f"--parts takes cache, guidance and store, not {args.parts!r}")
+    if not parts <= {"cache", "guidance", "store", "groups"}:
+        p.error(f"--parts takes cache, guidance, store and groups, not {args.parts!r}")
     device = torch.device(args.device)
     tcfg = load_config(TokenizerRunConfig, args.tokenizer_config, args.overrides)
     pcfg = load_config(PriorRunConfig, args.prior_config)
@@ -105,6 +108,8 @@ def main() -> None:
         rows.append(("guidance: doubled batch over two passes", two / one, "(target >= 1.3x)"))
     if "store" in parts:
         rows.append(store_ratio(tok, tcfg, pcfg, args.repeats, device))
+    if "groups" in parts:
+        rows += group_ratios(pcfg, h * w, vocab, cond, args.repeats, device)
 
     print(f"device {device}, {torch.get_num_threads()} threads, prior dim {pcfg.model.dim} x {pcfg.model.depth}, "
           f"{tcfg.data.image_size} px images, {h * w} positions x {tok.tokens_per_position} tokens, "
@@ -139,6 +144,28 @@ def store_ratio(tok: VQTokenizer, tcfg: TokenizerRunConfig, pcfg: PriorRunConfig
 
     from_store, encoding = side_by_side(step(lambda: stored), step(encode_in_step), repeats * 3, device)
     return "training step: code store over encoding in the step", encoding / from_store, "(target >= 3x)"
+
+
+def group_ratios(pcfg: PriorRunConfig, seq_len: int, vocab: int, cond: Condition, repeats: int, device):
+    """4. group_size 2 over 1: a training step at the config's batch, and sampling (guided)."""
+    b = pcfg.train.batch_size
+    tokens = torch.randint(0, vocab, (b, seq_len), device=device)
+    bcond = text_condition(b, device)
+    priors = {g: text_prior(pcfg, seq_len, vocab, device, group_size=g).train() for g in (1, 2)}
+    opts = {g: build_adam(prior.parameters(), lr=1e-4) for g, prior in priors.items()}
+
+    def step(g):
+        def run():
+            priors[g](tokens, bcond, targets=tokens)[0].backward()
+            opts[g].step()
+            opts[g].zero_grad()
+        return run
+
+    grouped, single = side_by_side(step(2), step(1), repeats * 3, device)
+    sample = lambda g: lambda: generate(priors[g], cond, cfg_scale=1.5, generator=torch.Generator().manual_seed(0))
+    grouped_sampling, single_sampling = side_by_side(sample(2), sample(1), repeats, device)
+    return [("training step: group_size 2 over 1", single / grouped, "(target >= 2.5x)"),
+            ("sampling: group_size 2 over 1", single_sampling / grouped_sampling, "")]
 
 
 if __name__ == "__main__":

@@ -110,7 +110,8 @@ class PriorPipeline:
         with torch.no_grad():
             ids = self.tokenizer.encode(pixels).reshape(1, -1)
         h, w = self.prior.config.token_shape
-        keep = math.floor(keep_top * h) * w * self.prior.config.tokens_per_position
+        g = self.prior.config.group_size  # whole rows of the prior's blocks
+        keep = math.floor(keep_top * h / g) * g * w * self.prior.config.tokens_per_position
         cond = condition or self._null_free_condition(num_images)
         return self._generate(cond, seed, ids[:, :keep].expand(num_images, -1), **sampling)
 

@@ -43,7 +43,9 @@ def test_cached_and_uncached_decoding_agree(conditioning, cfg_scale):
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
 @pytest.mark.parametrize("options", [dict(text_layers=2), dict(grid_positions=True, token_shape=(3, 4)),
-                                     dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2)])
+                                     dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2),
+                                     dict(group_size=2, token_shape=(2, 6)),
+                                     dict(group_size=2, token_shape=(2, 6), grid_positions=True, text_layers=1)])
 def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positions(cfg_scale, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     cached, cached_logits = generate(prior, cond, temperature=0, cfg_scale=cfg_scale, return_logits=True)
@@ -130,6 +132,50 @@ def test_completion_keeps_the_given_tokens():
     assert out.shape == (3, N) and torch.equal(out[:, :5], prompt)
 
 
+def test_grouped_tokens_go_to_blocks_and_back():
+    from lgvq.priors.groups import from_groups, to_groups
+    tokens = torch.arange(2 * 4 * 6).reshape(2, 24)  # two 4 x 6 grids in raster order
+    groups = to_groups(tokens, (4, 6), 2)
+    assert groups.shape == (2, 6, 4)
+    assert groups[0, 0].tolist() == [0, 1, 6, 7] and groups[0, 1].tolist() == [2, 3, 8, 9]
+    assert groups[0, 3].tolist() == [12, 13, 18, 19]  # second row of blocks
+    assert torch.equal(from_groups(groups, (4, 6), 2), tokens)
+
+
+def test_a_grouped_prior_predicts_each_code_from_earlier_positions_and_earlier_codes_of_its_block():
+    """Changing one code changes the logits of the codes after it (in block order), never before."""
+    prior, cond = make_prior("class", group_size=2, token_shape=(2, 6)), make_condition("class")
+    tokens = torch.randint(0, V, (3, N), generator=torch.Generator().manual_seed(0))
+    rank = prior.from_positions(torch.arange(N).reshape(1, N // 4, 4))[0]  # raster position -> block order
+    with torch.no_grad():
+        before = prior(tokens, cond)
+        changed = tokens.clone()
+        changed[:, 7] = (changed[:, 7] + 1) % V  # raster 7 = block 0, slot 3 (grid 2 x 6: row 1, column 1)
+        after = prior(changed, cond)
+    moved = (before - after).abs().amax((0, 2)) > 1e-6  # (N,) raster positions whose logits moved
+    assert not moved[rank <= rank[7]].any() and moved[rank > rank[7]].all()
+    changed = tokens.clone()
+    changed[:, 0] = (changed[:, 0] + 1) % V  # block 0, slot 0: moves slots 1-3 of its own block
+    with torch.no_grad():
+        moved = (before - prior(changed, cond)).abs().amax((0, 2)) > 1e-6
+    assert moved[[1, 6, 7]].all() and not moved[0]
+
+
+def test_grouped_completion_keeps_whole_rows_of_blocks_and_says_when_they_are_not():
+    from lgvq.errors import PromptError
+    prior, cond = make_prior("none", group_size=2, token_shape=(2, 6)), make_condition("none")
+    prompt = torch.randint(0, V, (3, 12))
+    out = generate(prior, cond, prompt_tokens=prompt, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, prompt)
+    with pytest.raises(PromptError, match="whole rows of blocks"):
+        generate(prior, cond, prompt_tokens=prompt[:, :6])
+
+
+def test_group_size_must_divide_the_grid():
+    with pytest.raises(ValueError, match="must divide the token grid"):
+        make_prior("none", group_size=2, token_shape=(3, 4))
+
+
 def test_top_k_one_is_greedy():
     prior, cond = make_prior("text"), make_condition("text")
     greedy = generate(prior, cond, temperature=0)
@@ -161,7 +207,8 @@ def test_condition_dropout_only_in_training():
     assert 0.4 < dropped < 0.6
 
 
-@pytest.mark.parametrize("options", [{}, dict(text_layers=2, grid_positions=True, token_shape=(3, 4))])
+@pytest.mark.parametrize("options", [{}, dict(text_layers=2, grid_positions=True, token_shape=(3, 4)),
+                                     dict(group_size=2, token_shape=(2, 6))])
 def test_save_and_load_round_trip(tmp_path, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     prior.save_pretrained(tmp_path / "prior")

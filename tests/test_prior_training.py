@@ -50,10 +50,13 @@ def test_training_step_never_runs_the_image_encoder(tiny_store, tmp_path, monkey
     Trainer(PriorTask(cfg, tmp_path / "prior"), cfg.train, tmp_path / "prior").fit()
 
 
-def test_prior_learns_the_store(tiny_store, tmp_path):
-    """A few dozen steps bring the loss well below the uniform-guess entropy ln(64)."""
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_prior_learns_the_store(tiny_store, tmp_path, group_size):
+    """A few dozen steps bring the loss well below the uniform-guess entropy ln(64), with one code
+    per position or 2 x 2 codes per position."""
     cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "class"),
-                      ["train.max_steps=60", "train.log_every=60", "train.checkpoint_every=1000"])
+                      ["train.max_steps=60", "train.log_every=60", "train.checkpoint_every=1000",
+                       f"model.group_size={group_size}"])
     task = PriorTask(cfg, tmp_path / "prior")
     trainer = Trainer(task, cfg.train, tmp_path / "prior")
     trainer.fit()
@@ -63,6 +66,7 @@ def test_prior_learns_the_store(tiny_store, tmp_path):
 
     nll = validation_nll(prior, CodeStore(tiny_store / "train"))
     assert nll["nll"] < 0.8 * np.log(64)
+    assert prior.config.group_size == group_size
 
 
 def test_compiled_run_checkpoints_plain_names_and_resumes_uncompiled(tiny_store, tmp_path, monkeypatch):

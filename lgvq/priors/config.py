@@ -14,7 +14,7 @@ class PriorModelConfig:
 
     limits: ClassVar[dict[str, str]] = {
         "dim": ">= 1", "depth": ">= 1", "heads": ">= 1", "ff_mult": ">= 1", "dropout": "[0, 1)",
-        "cond_dropout": "[0, 1]", "text_layers": ">= 0"}
+        "cond_dropout": "[0, 1]", "text_layers": ">= 0", "group_size": ">= 1"}
 
     conditioning: Literal["auto", "none", "class", "text"] = "auto"  # auto: text if the store has caption features,
     #                             else class if it has labels, else none
@@ -26,6 +26,9 @@ class PriorModelConfig:
     cond_dropout: float = 0.1  # probability of the null condition while training (for guidance)
     text_layers: int = 0  # text priors: bidirectional transformer layers over the prompt before the prefix
     grid_positions: bool = False  # learned row / column embeddings of each token's grid cell (beside rotary)
+    # codes per prior position along each axis: 2 reads and predicts each 2 x 2 block of the token grid
+    # at one position (a quarter of the sequence), the block's codes one after another by a small head
+    group_size: int = 1
 
 
 @dataclass

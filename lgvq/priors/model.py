@@ -13,6 +13,11 @@ tokens, ending in a learned start-of-image embedding whose output predicts the f
   the projected features first pass a small bidirectional transformer (x-transformers `Encoder`,
   rotary positions) trained with the prior
 
+With `group_size` g > 1 each decoder position reads and predicts a g x g block of the token grid
+(lgvq/priors/groups.py): a g^2-times shorter sequence, the block's codes predicted one after another
+by a small head on the position's output. The interface stays the same: tokens and logits are
+(B, N) / (B, N, V) in raster order.
+
 Text goes in as a prefix rather than through cross-attention (LlamaGen's t2i design): one attention
 mechanism serves text and image, the KV cache holds the text after the first step, and x-transformers'
 cached decoding with `prepend_embeds` is exercised by its own tests and ours. The null text for
@@ -36,6 +41,7 @@ from torch import nn
 from x_transformers import Decoder, Encoder, TransformerWrapper
 
 from lgvq.hub import LgvqModelMixin
+from lgvq.priors.groups import CodeGroupHead, GroupEmbedding, from_groups, to_groups
 
 CONDITIONINGS = ("none", "class", "text")
 
@@ -73,7 +79,7 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
                  text_encoder: str | None = None, text_pooling: str = "auto", class_names: list | None = None,
                  token_shape: tuple = (16, 16), tokens_per_position: int = 1, text_layers: int = 0,
                  grid_positions: bool = False, trained_classes: list | None = None,
-                 trained_words: list | None = None):
+                 trained_words: list | None = None, group_size: int = 1):
         # trained_classes: the class ids its training data held (None: all); fine-tuning starts
         # the rows of the others afresh (`initialise_from`). trained_words: the words of its training
         # captions (text priors; None: not recorded); fine-tuning can favour captions with others
@@ -85,14 +91,19 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             raise ValueError("a class-conditional prior needs num_classes >= 1")
         if conditioning == "text" and (text_width < 1 or text_length < 1):
             raise ValueError("a text-conditional prior needs text_width and text_length")
+        check_groups(group_size, token_shape, tokens_per_position, seq_len)
         self.net = TransformerWrapper(
-            num_tokens=vocab_size, max_seq_len=seq_len + self.prefix_length, use_abs_pos_emb=False,
+            num_tokens=vocab_size, max_seq_len=self.num_positions + self.prefix_length, use_abs_pos_emb=False,
             emb_dropout=dropout,
             attn_layers=Decoder(dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_flash=True,
                                 ff_mult=ff_mult, attn_dropout=dropout, ff_dropout=dropout))
         self.start = nn.Parameter(torch.randn(1, 1, dim) * 0.02)  # start-of-image embedding
+        if group_size > 1:  # g x g codes per position (lgvq/priors/groups.py)
+            k = group_size ** 2
+            self.group_embedding = GroupEmbedding(vocab_size, dim, k)
+            self.group_head = CodeGroupHead(vocab_size, dim, k, hidden=dim * ff_mult)
         if grid_positions:  # learned row, column (and slot) embeddings, see `grid_embeddings`
-            (h, w), k = token_shape, tokens_per_position
+            (h, w), k = self.position_grid, tokens_per_position
             self.row_embedding, self.column_embedding = nn.Embedding(h, dim), nn.Embedding(w, dim)
             self.slot_embedding = nn.Embedding(k, dim) if k > 1 else None
             for table in (self.row_embedding, self.column_embedding, self.slot_embedding):
@@ -108,6 +119,29 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
                 self.prompt_encoder = Encoder(dim=dim, depth=text_layers, heads=heads, ff_mult=ff_mult,
                                               rotary_pos_emb=True, attn_flash=True, attn_dropout=dropout,
                                               ff_dropout=dropout)
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def position_grid(self) -> tuple[int, int]:
+        """The grid of prior positions: the token grid, or its g x g blocks with group_size g."""
+        (h, w), g = self.config.token_shape, self.config.group_size
+        return h // g, w // g
+
+    @property
+    def num_positions(self) -> int:
+        """Positions of an image in the decoder's sequence (seq_len / g^2 with group_size g)."""
+        return self.config.seq_len // self.config.group_size ** 2
+
+    def to_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, seq_len, ...) tokens in raster order -> the decoder's order: (B, n, g^2, ...) with
+        group_size g > 1, unchanged otherwise."""
+        g = self.config.group_size
+        return to_groups(tokens, self.config.token_shape, g) if g > 1 else tokens
+
+    def from_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        """The inverse of `to_positions`."""
+        g = self.config.group_size
+        return from_groups(positions, self.config.token_shape, g) if g > 1 else positions
 
     # -- conditioning prefix -----------------------------------------------------------------
     @property
@@ -171,7 +205,7 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         track of it continues an object across the right edge onto the next row's left."""
         if not self.config.grid_positions:
             return None
-        (_, w), k = self.config.token_shape, self.config.tokens_per_position
+        (_, w), k = self.position_grid, self.config.tokens_per_position
         target = torch.arange(1, n + 1, device=self.start.device)
         cell = target // k
         emb = self.row_embedding(cell // w) + self.column_embedding(cell % w)
@@ -179,10 +213,19 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
 
     def run_network(self, inputs: torch.Tensor, prefix: torch.Tensor, mask: torch.Tensor, **kwargs):
         """The x-transformers network over [prefix, inputs]; (B, P + n, V) logits (or what
-        `kwargs` such as return_intermediates ask for)."""
+        `kwargs` such as return_intermediates ask for). `inputs`: (B, n) ids, or (B, n, g^2) with
+        group_size g > 1 (then ask for embeddings: the logits come from `group_logits`)."""
         grid = self.grid_embeddings(inputs.shape[1])
         sum_embeds = grid.to(prefix.dtype).expand(inputs.shape[0], -1, -1) if grid is not None else None
+        if self.config.group_size > 1:
+            group = self.group_embedding(inputs).to(prefix.dtype)
+            sum_embeds = group if sum_embeds is None else sum_embeds + group
+            inputs = inputs[..., 0]
         return self.net(inputs, prepend_embeds=prefix, prepend_mask=mask, sum_embeds=sum_embeds, **kwargs)
+
+    def group_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """CodeGroupHead features (..., dim) -> logits (..., V), through the decoder's output layer."""
+        return self.net.to_logits(features)
 
     def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -192,12 +235,27 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         if targets is not None and drop is None:
             drop = self.drop_mask(tokens.shape[0])
         prefix, mask = self.prefix(cond, drop)
-        logits = self.run_network(tokens[:, :-1], prefix, mask)[:, prefix.shape[1] - 1:]
+        if self.config.group_size == 1:
+            logits = self.run_network(tokens[:, :-1], prefix, mask)[:, prefix.shape[1] - 1:]
+        else:  # each position's output predicts the next group's codes, one after another
+            groups = self.to_positions(tokens)
+            hidden = self.run_network(groups[:, :-1], prefix, mask, return_embeddings=True)[:, prefix.shape[1] - 1:]
+            logits = self.from_positions(self.group_logits(self.group_head(hidden, groups)))
         return logits if targets is None else (next_token_loss(logits, targets), logits)
 
     def loss(self, tokens: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Mean next-token cross-entropy over image tokens, with condition dropout in training."""
         return self(tokens, cond, targets=tokens)[0]
+
+
+def check_groups(group_size: int, token_shape: tuple, tokens_per_position: int, seq_len: int) -> None:
+    if group_size == 1:
+        return
+    h, w = token_shape
+    if group_size < 1 or h % group_size or w % group_size:
+        raise ValueError(f"model.group_size {group_size} must divide the token grid {h} x {w}")
+    if tokens_per_position != 1 or seq_len != h * w:
+        raise ValueError("model.group_size > 1 needs one token per grid position (not a VQCT store with several)")
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

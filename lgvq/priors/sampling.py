@@ -17,6 +17,7 @@ import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 from lgvq.errors import PromptError
+from lgvq.priors.groups import to_groups
 from lgvq.priors.model import Condition, PriorTransformer
 
 
@@ -58,40 +59,80 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
     """Sample (B, seq_len) token ids. `prompt_tokens` (B, K) are kept and the rest is completed.
     With `return_logits` also the (guided) logits of every generated position, (B, seq_len - K, V).
     `guidance_batch=False` runs the conditional and null passes separately (for comparison only).
-    `on_token(B)` is called after each position (a progress bar's update)."""
+    `on_token(B)` is called after each token (a progress bar's update). A prior with
+    `group_size` g > 1 runs its decoder once per g x g block and samples the block's codes in turn."""
     check_sampling_args(temperature, top_k, top_p, cfg_scale)
     prior.check_condition(cond)
     was_training = prior.training
     prior.eval()
     b, device = cond.size(), prior.start.device
+    grouped = prior.config.group_size > 1
     guided = cfg_scale != 1.0 and prior.config.conditioning != "none"
     streams = [prior.prefix(cond)]  # (prefix, mask) per forward pass
     if guided:
         streams.append(prior.prefix(cond, drop=torch.ones(b, dtype=torch.bool, device=device)))
         if guidance_batch:  # one pass over [conditional; null]
             streams = [(torch.cat([streams[0][0], streams[1][0]]), torch.cat([streams[0][1], streams[1][1]]))]
-    caches = [None] * len(streams)
-    tokens = (prompt_tokens.to(device).long() if prompt_tokens is not None
-              else torch.zeros(b, 0, dtype=torch.long, device=device))
-    all_logits = []
-    for _ in range(tokens.shape[1], prior.config.seq_len):
-        outs = []
-        for i, (prefix, mask) in enumerate(streams):
-            x = tokens.repeat(prefix.shape[0] // b, 1)
-            logits, new_cache = prior.run_network(x, prefix, mask, cache=caches[i], return_intermediates=True)
-            if use_cache:
-                caches[i] = new_cache
-            outs.append(logits[:, -1].float())
-        last = torch.cat(outs)
+
+    def pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of every stream's rows, (streams * B, V) -> (guided logits (B, V), sampled ids (B,))."""
+        logits = logits.float()
         if guided:
-            c, u = last.chunk(2)
-            last = u + cfg_scale * (c - u)
-        if return_logits:
-            all_logits.append(last)
-        tokens = torch.cat([tokens, next_token(last, temperature, top_k, top_p, generator)[:, None]], 1)
+            c, u = logits.chunk(2)
+            logits = u + cfg_scale * (c - u)
         if on_token is not None:
             on_token(b)
+        return logits, next_token(logits, temperature, top_k, top_p, generator)
+
+    caches = [None] * len(streams)
+    positions = prompt_positions(prior, prompt_tokens, b, device)  # (B, K) or (B, K / g^2, g^2)
+    kept = positions.shape[1]
+    all_logits = []
+    for _ in range(kept, prior.num_positions):
+        outs = []  # each stream's last output: logits, or the decoder's embedding with groups
+        for i, (prefix, mask) in enumerate(streams):
+            x = positions.repeat(prefix.shape[0] // b, *(1,) * (positions.dim() - 1))
+            out, new_cache = prior.run_network(x, prefix, mask, cache=caches[i], return_intermediates=not grouped,
+                                               return_embeddings_and_intermediates=grouped)
+            if use_cache:
+                caches[i] = new_cache
+            outs.append(out[:, -1])
+        if not grouped:
+            logits, ids = pick(torch.cat(outs))
+            all_logits += [logits] if return_logits else []
+            positions = torch.cat([positions, ids[:, None]], 1)
+            continue
+        hidden, codes, group_logits = torch.cat(outs), positions.new_zeros(b, 0), []
+        for _ in range(prior.config.group_size ** 2):
+            features = prior.group_head.step(hidden, codes.repeat(hidden.shape[0] // b, 1))
+            logits, ids = pick(prior.group_logits(features))
+            group_logits.append(logits)
+            codes = torch.cat([codes, ids[:, None]], 1)
+        all_logits += [torch.stack(group_logits, 1)] if return_logits else []
+        positions = torch.cat([positions, codes[:, None]], 1)
     prior.train(was_training)
-    if return_logits:
-        return tokens, torch.stack(all_logits, 1)
-    return tokens
+    tokens = prior.from_positions(positions)
+    if not return_logits:
+        return tokens
+    logits = torch.stack(all_logits, 1)
+    if grouped:  # (B, n - K', g^2, V) in block order -> (B, N - K, V) in raster order
+        logits = torch.cat([logits.new_zeros(b, kept, *logits.shape[2:]), logits], 1)
+        logits = prior.from_positions(logits)[:, kept * prior.config.group_size ** 2:]
+    return tokens, logits
+
+
+def prompt_positions(prior: PriorTransformer, prompt_tokens: torch.Tensor | None, b: int,
+                     device) -> torch.Tensor:
+    """Given leading tokens (B, K) in raster order -> the decoder's positions holding them; with
+    group_size g they must be whole rows of blocks (K a multiple of g x the grid's width)."""
+    g, (_, w) = prior.config.group_size, prior.config.token_shape
+    if prompt_tokens is None:
+        return torch.zeros(b, 0, *((g * g,) if g > 1 else ()), dtype=torch.long, device=device)
+    tokens = prompt_tokens.to(device).long()
+    if g == 1:
+        return tokens
+    if tokens.shape[1] % (g * w):
+        raise PromptError(f"this prior samples {g} x {g} blocks: the given tokens must be whole rows of blocks "
+                          f"(a multiple of {g * w} tokens, not {tokens.shape[1]})")
+    rows = tokens.shape[1] // w
+    return to_groups(tokens, (rows, w), g)
