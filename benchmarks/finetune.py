@@ -237,5 +237,6 @@ def old_change(runs: dict, name: str) -> str:
     each = f" ({', '.join(f'{c * 100:+.1f}' for c in changes)})" if len(changes) > 1 else ""
     return f"{np.mean(changes) * 100:+.1f}{each}"
 
+
 if __name__ == "__main__":
     main()
