@@ -33,6 +33,12 @@ def from_groups(groups: torch.Tensor, shape: tuple[int, int], g: int) -> torch.T
     return rows.reshape(b, h * w, *rest)
 
 
+def slot_rows(codes: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(..., j) code ids of consecutive slots -> their rows in a table with one block of
+    `vocab_size` rows per slot: code c of the i-th slot at row i * V + c."""
+    return codes + torch.arange(codes.shape[-1], device=codes.device) * vocab_size
+
+
 class GroupEmbedding(nn.Module):
     """The codes of slots 1..k-1 of each group as one summed embedding (slot 0 goes through the
     decoder's own token embedding): (B, n, k) ids -> (B, n, dim)."""
@@ -44,8 +50,7 @@ class GroupEmbedding(nn.Module):
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
-        offsets = torch.arange(groups.shape[-1] - 1, device=groups.device) * self.vocab_size
-        return self.table(groups[..., 1:] + offsets).sum(-2)
+        return self.table(slot_rows(groups[..., 1:], self.vocab_size)).sum(-2)
 
 
 class CodeGroupHead(nn.Module):
@@ -68,16 +73,12 @@ class CodeGroupHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: hidden (B, n, dim), groups (B, n, k) -> features (B, n, k, dim)."""
-        k = groups.shape[-1]
-        offsets = torch.arange(k - 1, device=groups.device) * self.vocab_size
-        earlier = self.previous(groups[..., :-1] + offsets)  # (B, n, k - 1, dim): code j, for slots > j
+        earlier = self.previous(slot_rows(groups[..., :-1], self.vocab_size))  # (B, n, k - 1, dim): code j, for slots > j
         context = torch.cat([torch.zeros_like(earlier[..., :1, :]), earlier.cumsum(-2)], -2)  # codes before j
         return self.features(hidden[..., None, :] + context, slice(None))
 
     def step(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Sampling: h (B, dim) and the group's codes so far (B, j) -> features of code j (B, dim)."""
-        j = codes.shape[1]
-        if j:
-            offsets = torch.arange(j, device=codes.device) * self.vocab_size
-            h = h + self.previous(codes + offsets).sum(1)
-        return self.features(h, j)
+        if codes.shape[1]:
+            h = h + self.previous(slot_rows(codes, self.vocab_size)).sum(1)
+        return self.features(h, codes.shape[1])
