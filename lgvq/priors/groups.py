@@ -73,7 +73,8 @@ class CodeGroupHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: hidden (B, n, dim), groups (B, n, k) -> features (B, n, k, dim)."""
-        earlier = self.previous(slot_rows(groups[..., :-1], self.vocab_size))  # (B, n, k - 1, dim): code j, for slots > j
+        # (B, n, k - 1, dim): the embedding of code j, seen by the slots after j
+        earlier = self.previous(slot_rows(groups[..., :-1], self.vocab_size))
         context = torch.cat([torch.zeros_like(earlier[..., :1, :]), earlier.cumsum(-2)], -2)  # codes before j
         return self.features(hidden[..., None, :] + context, slice(None))
 
