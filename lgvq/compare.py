@@ -10,34 +10,54 @@ per-seed value and every difference) and ROOT/compare.png (bars with error bars)
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lgvq.data.shapes import QUESTION_TYPES
 from lgvq.errors import InputFileError
 
-# (column name, path into report.json, format)
-COMPARE_METRICS = [
-    ("PSNR", ("tokenizer", "psnr"), "{:.2f}"),
-    ("SSIM", ("tokenizer", "ssim"), "{:.3f}"),
-    ("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}"),
-    ("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
-    ("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
-    ("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
-    ("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
-    ("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}"),
-    ("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
-    ("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
-    ("masked word R@1 swapped", ("alignment", "mask_recall@1/mask1/swapped/content"), "{:.3f}"),
-    ("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),
-    ("faithful 2 obj", ("prior", "faithfulness", "two_objects"), "{:.1%}"),
-    ("BLEU-4", ("captioning", "BLEU-4"), "{:.3f}"),
-    ("CIDEr-D", ("captioning", "CIDEr-D"), "{:.3f}"),
-    ("VQA colour", ("vqa", "per_type", "colour"), "{:.1%}"),
-    ("VQA shape", ("vqa", "per_type", "shape"), "{:.1%}"),
-    ("VQA all", ("vqa", "accuracy"), "{:.1%}"),
-]
-FORMATS = {name: fmt for name, _, fmt in COMPARE_METRICS}
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the column
+    path: tuple[str, ...]  # where it is in report.json
+    fmt: str
+    scale: float = 1.0  # report value x scale = the column's unit
+
+
+def _minutes(stage: str) -> Metric:
+    return Metric(f"{stage} min", ("timings_s", stage), "{:.1f}", 1 / 60)
+
+
+# the table's column groups, each printed as its own table (one row per tokenizer)
+METRIC_GROUPS: dict[str, list[Metric]] = {
+    "Reconstruction and codebook": [
+        Metric("PSNR", ("tokenizer", "psnr"), "{:.2f}"),
+        Metric("SSIM", ("tokenizer", "ssim"), "{:.3f}"),
+        Metric("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}"),
+        Metric("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
+        Metric("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
+        Metric("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
+        Metric("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
+        Metric("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}"),
+    ],
+    "Alignment": [
+        Metric("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
+        Metric("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
+        Metric("masked word R@1 swapped", ("alignment", "mask_recall@1/mask1/swapped/content"), "{:.3f}"),
+    ],
+    "Text-to-image and captioning": [
+        Metric("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),
+        Metric("faithful 2 obj", ("prior", "faithfulness", "two_objects"), "{:.1%}"),
+        Metric("BLEU-4", ("captioning", "BLEU-4"), "{:.3f}"),
+        Metric("CIDEr-D", ("captioning", "CIDEr-D"), "{:.3f}"),
+    ],
+    "VQA": [Metric("VQA all", ("vqa", "accuracy"), "{:.1%}")]
+    + [Metric(f"VQA {kind}", ("vqa", "per_type", kind), "{:.1%}") for kind in QUESTION_TYPES],
+    "Training minutes per stage": [_minutes(stage) for stage in ("tokenizer", "prior", "captioner", "vqa")],
+}
+COMPARE_METRICS = [metric for group in METRIC_GROUPS.values() for metric in group]
 # the metrics drawn in compare.png
 PLOTTED = ["PSNR", "codes used %", "faithful 1 obj", "faithful 2 obj", "CIDEr-D", "VQA all"]
 BACKBONES = ("vqgan", "cvq", "vqct")  # each compared with its `_lg` variant
@@ -57,7 +77,7 @@ def collect(root: str | Path) -> dict[str, dict[str, dict[str, float]]]:
     for tok_dir in sorted(p for p in Path(root).iterdir() if p.is_dir()):
         for report_file in sorted(tok_dir.glob("seed*/report.json")):
             report = json.loads(report_file.read_text())
-            values = {name: float(v) for name, path, _ in COMPARE_METRICS if (v := _dig(report, path)) is not None}
+            values = {m.name: float(v) * m.scale for m in COMPARE_METRICS if (v := _dig(report, m.path)) is not None}
             found.setdefault(tok_dir.name, {})[report_file.parent.name] = values
     if not found:
         raise InputFileError(f"no ROOT/TOKENIZER/seed*/report.json under {root}")
@@ -73,12 +93,12 @@ def _mean_std(values: list[float], fmt: str, signed: bool = False) -> str:
     return f"{text(float(np.mean(values)))} ± {fmt.format(float(np.std(values, ddof=1)))}"
 
 
-def compare_table(runs: dict) -> str:
+def compare_table(runs: dict, metrics: list[Metric]) -> str:
     """One row per tokenizer: mean ± std over its seeds; '–' where it has no such metric."""
-    head = "| tokenizer | seeds | " + " | ".join(name for name, _, _ in COMPARE_METRICS) + " |"
-    rows = [head, "|" + " --- |" * (len(COMPARE_METRICS) + 2)]
+    head = "| tokenizer | seeds | " + " | ".join(m.name for m in metrics) + " |"
+    rows = [head, "|" + " --- |" * (len(metrics) + 2)]
     for tokenizer, seeds in runs.items():
-        cells = [_mean_std([v[name] for v in seeds.values() if name in v], fmt) for name, _, fmt in COMPARE_METRICS]
+        cells = [_mean_std([v[m.name] for v in seeds.values() if m.name in v], m.fmt) for m in metrics]
         rows.append(f"| {tokenizer} | {len(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -91,7 +111,7 @@ def paired_differences(runs: dict) -> dict[str, dict[str, dict]]:
         plain, aligned = runs.get(backbone), runs.get(f"{backbone}_lg")
         if not plain or not aligned:
             continue
-        for name, _, _ in COMPARE_METRICS:
+        for name in (m.name for m in COMPARE_METRICS):
             per_seed = {seed: aligned[seed][name] - plain[seed][name] for seed in sorted(plain.keys() & aligned.keys())
                         if name in plain[seed] and name in aligned[seed]}
             if per_seed:
@@ -109,8 +129,8 @@ def paired_table(paired: dict) -> str:
     backbones = list(paired)
     rows = ["| metric | " + " | ".join(f"{b}_lg − {b}" for b in backbones) + " |",
             "|" + " --- |" * (len(backbones) + 1)]
-    for name, _, fmt in COMPARE_METRICS:
-        cells = []
+    for metric in COMPARE_METRICS:
+        name, fmt, cells = metric.name, metric.fmt, []
         for b in backbones:
             d = paired[b].get(name)
             if d is None:
@@ -152,9 +172,12 @@ def write_comparison(root: str | Path) -> str:
     root = Path(root)
     runs = collect(root)
     paired = paired_differences(runs)
-    text = "\n".join(["## Tokenizers, mean ± std over seeds", "", compare_table(runs), "",
-                      "## With minus without LG-VQ, paired by seed: mean ± std (each seed)", "",
-                      paired_table(paired), "", "![comparison](compare.png)"])
+    lines = ["## Tokenizers, mean ± std over seeds", ""]
+    for title, metrics in METRIC_GROUPS.items():
+        lines += [f"### {title}", "", compare_table(runs, metrics), ""]
+    lines += ["## With minus without LG-VQ, paired by seed: mean ± std (each seed)", "",
+              paired_table(paired), "", "![comparison](compare.png)"]
+    text = "\n".join(lines)
     (root / "table.md").write_text(text + "\n")
     (root / "compare.json").write_text(json.dumps({"per_seed": runs, "paired": paired}, indent=2))
     plot_comparison(runs, root / "compare.png")

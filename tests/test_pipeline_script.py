@@ -133,7 +133,9 @@ def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
         run.mkdir(parents=True)
         report = {"tokenizer": {"psnr": psnr, "codebook_usage": 1.0, "perplexity": 400.0},
                   "alignment": {"retrieval_r@1": r1} if r1 is not None else None,
-                  "vqa": {"accuracy": 0.5, "per_type": {"colour": 0.9, "shape": 0.6}}}
+                  "vqa": {"accuracy": 0.5, "per_type": {"colour": 0.9, "shape": 0.6, "yes/no": 0.7}},
+                  # minutes: 10 + seed, 3 more with LG-VQ
+                  "timings_s": {"tokenizer": 60.0 * (10 + seed + (3 if r1 else 0)), "evaluate-tokenizer": 30.0}}
         (run / "report.json").write_text(json.dumps(report))
 
     write("vqgan", 0, 30.0)
@@ -143,10 +145,18 @@ def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
     write("vqgan_lg", 1, 31.0, r1=0.3)
     assert main(["report", "--compare", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text().splitlines()
-    vqgan = next(r for r in table if r.startswith("| vqgan |"))
-    lg = next(r for r in table if r.startswith("| vqgan_lg |"))
-    assert "| 3 | 32.00 ± 2.00 |" in vqgan and "| – |" in vqgan  # no retrieval without LG-VQ
-    assert "| 2 | 31.00 ± 0.00 |" in lg and "0.250 ± 0.071" in lg
+    # one table per group of columns: reconstruction, alignment, text-to-image, VQA, minutes
+    vqgan_rows = [r for r in table if r.startswith("| vqgan |")]
+    lg_rows = [r for r in table if r.startswith("| vqgan_lg |")]
+    assert len(vqgan_rows) == len(lg_rows) == 5
+    assert "| 3 | 32.00 ± 2.00 |" in vqgan_rows[0] and "| 2 | 31.00 ± 0.00 |" in lg_rows[0]
+    assert vqgan_rows[1] == "| vqgan | 3 | – | – | – |"  # no alignment diagnostics without LG-VQ
+    assert lg_rows[1] == "| vqgan_lg | 2 | 0.250 ± 0.071 | – | – |"
+    # VQA overall and per question type (a type no run has stays empty), training minutes per stage
+    assert "| VQA all | VQA colour | VQA shape | VQA count | VQA size | VQA relation | VQA yes/no |" in "".join(table)
+    assert vqgan_rows[3] == "| vqgan | 3 | 50.0% ± 0.0% | 90.0% ± 0.0% | 60.0% ± 0.0% | – | – | – | 70.0% ± 0.0% |"
+    assert vqgan_rows[4] == "| vqgan | 3 | 11.0 ± 1.0 | – | – | – |"  # tokenizer minutes; no prior or heads
+    assert "| tokenizer min | +3.0 ± 0.0 (+3.0, +3.0) |" in table
     # paired by seed (seeds 0 and 1 in both): +1.00 and -1.00
     assert "| PSNR | +0.00 ± 1.41 (+1.00, -1.00) |" in table
     saved = json.loads((tmp_path / "compare.json").read_text())
