@@ -18,6 +18,7 @@ import numpy as np
 from lgvq.data.shapes import QUESTION_TYPES
 from lgvq.errors import InputFileError
 
+
 @dataclass(frozen=True)
 class Metric:
     name: str  # the column
