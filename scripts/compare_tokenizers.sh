@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # The tokenizer comparison on shapes: the six tokenizers x 3 seeds through the whole pipeline,
 # then one table (mean ± std over seeds) of reconstruction, codebook usage, alignment
-# diagnostics, text-to-image faithfulness, captioning and VQA.
+# diagnostics, text-to-image faithfulness, captioning, VQA and training minutes.
 #
 #   scripts/compare_tokenizers.sh [--root runs/compare] [--seeds "0 1 2"] [--tokenizers "vqgan vqgan_lg ..."]
-#                                 [--stop-after tokenizer|prior|all] [--num-prompts 200]
+#                                 [--stop-after tokenizer|prior|all] [--num-prompts 200] [--jobs 1]
 #
 # Each run is scripts/run_pipeline.sh --out ROOT/TOKENIZER/seedN with train.seed=N for every stage,
-# so rerunning skips what is done. TOKENIZER_OVERRIDES / PRIOR_OVERRIDES / HEAD_OVERRIDES pass through;
-# --stop-after tokenizer compares the codebooks alone.
+# so rerunning skips what is done and resumes what was interrupted. TOKENIZER_OVERRIDES /
+# PRIOR_OVERRIDES / HEAD_OVERRIDES pass through; --stop-after tokenizer compares the codebooks alone.
+# --jobs N runs N pipelines at once, each pinned to its own 1/N of the CPU cores (and sharing the
+# GPU, if there is one), with its output in ROOT/TOKENIZER/seedN/pipeline.log; runs are dealt to
+# the jobs in turn. A failed run does not stop the others: the table is written from the runs that
+# finished and the script exits 1, naming the failed ones.
 set -euo pipefail
 ROOT=runs/compare
 SEEDS="0 1 2"
 TOKENIZERS="vqgan vqgan_lg cvq cvq_lg vqct vqct_lg"
 STOP_AFTER=all
 NUM_PROMPTS=200
+JOBS=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --root) ROOT="$2"; shift 2 ;;
@@ -22,19 +27,68 @@ while [[ $# -gt 0 ]]; do
     --tokenizers) TOKENIZERS="$2"; shift 2 ;;
     --stop-after) STOP_AFTER="$2"; shift 2 ;;
     --num-prompts) NUM_PROMPTS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --jobs) JOBS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $1" >&2; exit 2 ;;
   esac
 done
+if ! [[ "$JOBS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: --jobs must be a whole number of at least 1 (got $JOBS)" >&2; exit 2
+fi
 here="$(cd "$(dirname "$0")" && pwd)"
+RUNS=()  # "TOKENIZER SEED", in the order they are dealt out
 for tok in $TOKENIZERS; do
-  for seed in $SEEDS; do
-    echo "=== $tok, seed $seed"
-    TOKENIZER_OVERRIDES="${TOKENIZER_OVERRIDES:-} train.seed=$seed" \
-    PRIOR_OVERRIDES="${PRIOR_OVERRIDES:-} train.seed=$seed" \
-    HEAD_OVERRIDES="${HEAD_OVERRIDES:-} train.seed=$seed" \
-      "$here/run_pipeline.sh" --tokenizer "$tok" --out "$ROOT/$tok/seed$seed" --stop-after "$STOP_AFTER" \
-      --num-prompts "$NUM_PROMPTS"
-  done
+  for seed in $SEEDS; do RUNS+=("$tok $seed"); done
 done
-lgvq report --compare "$ROOT"
+read -r -a CPUS <<< "$(python -c "import os; print(*sorted(os.sched_getaffinity(0)))")"
+SHARE=$(( ${#CPUS[@]} / JOBS ))
+(( SHARE >= 1 )) || SHARE=1
+
+run_one() {  # run_one TOKENIZER SEED [PREFIX...]: one pipeline run, its seed in every stage
+  local tok="$1" seed="$2"; shift 2
+  TOKENIZER_OVERRIDES="${TOKENIZER_OVERRIDES:-} train.seed=$seed" \
+  PRIOR_OVERRIDES="${PRIOR_OVERRIDES:-} train.seed=$seed" \
+  HEAD_OVERRIDES="${HEAD_OVERRIDES:-} train.seed=$seed" \
+    "$@" "$here/run_pipeline.sh" --tokenizer "$tok" --out "$ROOT/$tok/seed$seed" --stop-after "$STOP_AFTER" \
+    --num-prompts "$NUM_PROMPTS"
+}
+
+job() {  # job K: the runs dealt to job K, one after another; with --jobs > 1 on its share of the cores
+  local k="$1" i tok seed out failed=0 prefix=() cpus
+  if (( JOBS > 1 )); then
+    cpus=$(IFS=,; echo "${CPUS[*]:$(( k * SHARE % ${#CPUS[@]} )):$SHARE}")
+    prefix=(env "OMP_NUM_THREADS=$SHARE" "MKL_NUM_THREADS=$SHARE")
+    command -v taskset > /dev/null && prefix+=(taskset -c "$cpus")
+  fi
+  for (( i = k; i < ${#RUNS[@]}; i += JOBS )); do
+    read -r tok seed <<< "${RUNS[$i]}"
+    out="$ROOT/$tok/seed$seed"
+    mkdir -p "$out"
+    if (( JOBS == 1 )); then
+      echo "=== $tok, seed $seed"
+      run_one "$tok" "$seed" && continue
+    else
+      echo "=== $tok, seed $seed: started $(date +%H:%M:%S) on cores $cpus (log: $out/pipeline.log)"
+      if run_one "$tok" "$seed" "${prefix[@]}" >> "$out/pipeline.log" 2>&1; then
+        echo "=== $tok, seed $seed: finished $(date +%H:%M:%S)"
+        continue
+      fi
+      tail -n 5 "$out/pipeline.log" >&2
+    fi
+    echo "=== $tok, seed $seed: FAILED (its stage logs: $out/logs/)" >&2
+    failed=1
+  done
+  return "$failed"
+}
+
+status=0
+pids=()
+for (( k = 0; k < JOBS && k < ${#RUNS[@]}; k++ )); do
+  job "$k" & pids+=("$!")
+done
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+lgvq report --compare "$ROOT" || status=$?
+if (( status != 0 )); then
+  echo "error: some runs failed (above); the same command again resumes them and skips the finished ones" >&2
+fi
+exit "$status"

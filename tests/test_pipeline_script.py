@@ -181,20 +181,25 @@ def test_compare_script_runs_vqct_with_lgvq_end_to_end(tmp_path):
     assert "| vqct_lg | 1 |" in (tmp_path / "table.md").read_text()
 
 
-def test_compare_script_stops_after_the_tokenizer(tmp_path):
+def test_compare_script_stops_after_the_tokenizer_in_parallel_jobs(tmp_path):
     """--stop-after tokenizer: the codebook comparison alone (train, evaluate, report, table), no
-    code store or prior."""
+    code store or prior. --jobs 2: two pipelines at once, each on its own core with its own log; a
+    run that fails (seed "x") does not stop the other, and the script exits 1 naming it."""
     env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER}
     done = subprocess.run([str(REPO / "scripts" / "compare_tokenizers.sh"), "--root", str(tmp_path),
-                           "--tokenizers", "cvq", "--seeds", "0", "--stop-after", "tokenizer"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+                           "--tokenizers", "cvq", "--seeds", "0 x", "--stop-after", "tokenizer", "--jobs", "2"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "=== cvq, seed x: FAILED" in done.stderr and "some runs failed" in done.stderr
+    assert "train.seed" in (tmp_path / "cvq" / "seedx" / "pipeline.log").read_text()
     run = tmp_path / "cvq" / "seed0"
+    assert "== tokenizer: finished" in (run / "pipeline.log").read_text()
+    assert re.search(r"=== cvq, seed 0: started .* on cores \d+ ", done.stdout)  # one core each of two
     report = json.loads((run / "report.json").read_text())
     assert report["tokenizer"]["codebook_size"] == 64 and report["prior"] is None
     assert not (run / "codes").exists() and not (run / "prior").exists()
     row = next(r for r in (tmp_path / "table.md").read_text().splitlines() if r.startswith("| cvq |"))
-    assert "| 64 | 16 |" in row  # codebook size, tokens per image (toy 32 px at f = 8)
+    assert "| 1 |" in row and "| 64 | 16 |" in row  # one finished seed; codebook size, tokens (32 px, f = 8)
 
 
 def test_stages_side_by_side_keep_every_record(tmp_path):
