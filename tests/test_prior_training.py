@@ -18,7 +18,7 @@ from lgvq.pipelines import (
     load_pipeline,
 )
 from lgvq.priors.config import PriorRunConfig
-from lgvq.priors.model import PriorTransformer
+from lgvq.priors.model import Condition, PriorTransformer
 from lgvq.priors.training import PriorTask, initialise_from
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.training.trainer import Trainer
@@ -67,6 +67,15 @@ def test_prior_learns_the_store(tiny_store, tmp_path, group_size):
     nll = validation_nll(prior, CodeStore(tiny_store / "train"))
     assert nll["nll"] < 0.8 * np.log(64)
     assert prior.config.group_size == group_size
+    # completion keeps whole rows of the prior's blocks: 0.75 of 4 token rows is 2 rows at g = 2
+    pipe = load_pipeline(tmp_path / "prior", device="cpu")
+    kept, generate = [], pipe._generate
+    pipe._generate = lambda cond, seed, prompt_tokens, **kw: kept.append(prompt_tokens) or generate(
+        cond, seed, prompt_tokens, **kw)
+    source = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    images = pipe.complete(Image.fromarray(source), keep_top=0.75, num_images=2, seed=0,
+                           condition=Condition(labels=torch.tensor([1, 2])))
+    assert len(images) == 2 and kept[0].shape == (2, 4 * (3 if group_size == 1 else 2))
 
 
 def test_compiled_run_checkpoints_plain_names_and_resumes_uncompiled(tiny_store, tmp_path, monkeypatch):
