@@ -10,8 +10,8 @@
 # so rerunning skips what is done and resumes what was interrupted. TOKENIZER_OVERRIDES /
 # PRIOR_OVERRIDES / HEAD_OVERRIDES pass through; --stop-after tokenizer compares the codebooks alone.
 # --jobs N runs N pipelines at once, each pinned to its own 1/N of the CPU cores (and sharing the
-# GPU, if there is one), with its output in ROOT/TOKENIZER/seedN/pipeline.log; runs are dealt to
-# the jobs in turn. A failed run does not stop the others: the table is written from the runs that
+# GPU, if there is one), with its output in ROOT/TOKENIZER/seedN/pipeline.log; each job takes the
+# next run when it is free. A failed run does not stop the others: the table is written from the runs that
 # finished and the script exits 1, naming the failed ones.
 set -euo pipefail
 ROOT=runs/compare
@@ -36,7 +36,7 @@ if ! [[ "$JOBS" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: --jobs must be a whole number of at least 1 (got $JOBS)" >&2; exit 2
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
-RUNS=()  # "TOKENIZER SEED", in the order they are dealt out
+RUNS=()  # "TOKENIZER SEED", in the order the jobs take them
 for tok in $TOKENIZERS; do
   for seed in $SEEDS; do RUNS+=("$tok $seed"); done
 done
@@ -53,14 +53,24 @@ run_one() {  # run_one TOKENIZER SEED [PREFIX...]: one pipeline run, its seed in
     --num-prompts "$NUM_PROMPTS"
 }
 
-job() {  # job K: the runs dealt to job K, one after another; with --jobs > 1 on its share of the cores
+next_run() {  # the index of the next run no job has taken yet: a counter in a file, under a lock
+  (
+    flock 9
+    local i
+    i=$(< "$ROOT/.queue")
+    echo $(( i + 1 )) > "$ROOT/.queue"
+    echo "$i"
+  ) 9> "$ROOT/.queue.lock"
+}
+
+job() {  # job K: takes the next run until none is left; with --jobs > 1 on its own share of the cores
   local k="$1" i tok seed out failed=0 prefix=() cpus
   if (( JOBS > 1 )); then
     cpus=$(IFS=,; echo "${CPUS[*]:$(( k * SHARE % ${#CPUS[@]} )):$SHARE}")
     prefix=(env "OMP_NUM_THREADS=$SHARE" "MKL_NUM_THREADS=$SHARE")
     command -v taskset > /dev/null && prefix+=(taskset -c "$cpus")
   fi
-  for (( i = k; i < ${#RUNS[@]}; i += JOBS )); do
+  while i=$(next_run) && (( i < ${#RUNS[@]} )); do
     read -r tok seed <<< "${RUNS[$i]}"
     out="$ROOT/$tok/seed$seed"
     mkdir -p "$out"
@@ -83,6 +93,8 @@ job() {  # job K: the runs dealt to job K, one after another; with --jobs > 1 on
 
 status=0
 pids=()
+mkdir -p "$ROOT"
+echo 0 > "$ROOT/.queue"
 for (( k = 0; k < JOBS && k < ${#RUNS[@]}; k++ )); do
   job "$k" & pids+=("$!")
 done
