@@ -11,8 +11,8 @@
 # PRIOR_OVERRIDES / HEAD_OVERRIDES pass through; --stop-after tokenizer compares the codebooks alone.
 # --jobs N runs N pipelines at once, each pinned to its own 1/N of the CPU cores (and sharing the
 # GPU, if there is one), with its output in ROOT/TOKENIZER/seedN/pipeline.log; each job takes the
-# next run when it is free. A failed run does not stop the others: the table is written from the runs that
-# finished and the script exits 1, naming the failed ones.
+# next run when it is free. A failed run does not stop the others: the table is written from the
+# runs that finished and the script exits 1, naming the failed ones.
 set -euo pipefail
 ROOT=runs/compare
 SEEDS="0 1 2"
@@ -91,16 +91,17 @@ job() {  # job K: takes the next run until none is left; with --jobs > 1 on its 
   return "$failed"
 }
 
-status=0
+failed=0
 pids=()
 mkdir -p "$ROOT"
 echo 0 > "$ROOT/.queue"
 for (( k = 0; k < JOBS && k < ${#RUNS[@]}; k++ )); do
   job "$k" & pids+=("$!")
 done
-for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-lgvq report --compare "$ROOT" || status=$?
-if (( status != 0 )); then
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+if (( failed )); then
+  lgvq report --compare "$ROOT" || true  # the table of the runs that finished, if any did
   echo "error: some runs failed (above); the same command again resumes them and skips the finished ones" >&2
+  exit 1
 fi
-exit "$status"
+lgvq report --compare "$ROOT"
