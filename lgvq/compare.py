@@ -25,6 +25,7 @@ class Metric:
     path: tuple[str, ...]  # where it is in report.json
     fmt: str
     scale: float = 1.0  # report value x scale = the column's unit
+    paired: bool = True  # False for what the config fixes (codebook size): no with-minus-without row
 
 
 def _minutes(stage: str) -> Metric:
@@ -38,8 +39,8 @@ METRIC_GROUPS: dict[str, list[Metric]] = {
         Metric("SSIM", ("tokenizer", "ssim"), "{:.3f}"),
         Metric("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}"),
         Metric("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
-        Metric("codebook size", ("tokenizer", "codebook_size"), "{:.0f}"),
-        Metric("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}"),
+        Metric("codebook size", ("tokenizer", "codebook_size"), "{:.0f}", paired=False),
+        Metric("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}", paired=False),
         Metric("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
         Metric("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}"),
     ],
@@ -112,7 +113,7 @@ def paired_differences(runs: dict) -> dict[str, dict[str, dict]]:
         plain, aligned = runs.get(backbone), runs.get(f"{backbone}_lg")
         if not plain or not aligned:
             continue
-        for name in (m.name for m in COMPARE_METRICS):
+        for name in (m.name for m in COMPARE_METRICS if m.paired):
             per_seed = {seed: aligned[seed][name] - plain[seed][name] for seed in sorted(plain.keys() & aligned.keys())
                         if name in plain[seed] and name in aligned[seed]}
             if per_seed:

@@ -131,7 +131,7 @@ def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
     def write(tok, seed, psnr, r1=None):
         run = tmp_path / tok / f"seed{seed}"
         run.mkdir(parents=True)
-        report = {"tokenizer": {"psnr": psnr, "codebook_usage": 1.0, "perplexity": 400.0},
+        report = {"tokenizer": {"psnr": psnr, "codebook_usage": 1.0, "perplexity": 400.0, "codebook_size": 1024},
                   "alignment": {"retrieval_r@1": r1} if r1 is not None else None,
                   "vqa": {"accuracy": 0.5, "per_type": {"colour": 0.9, "shape": 0.6, "yes/no": 0.7}},
                   # minutes: 10 + seed, 3 more with LG-VQ
@@ -159,6 +159,7 @@ def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
     assert "| tokenizer min | +3.0 ± 0.0 (+3.0, +3.0) |" in table
     # paired by seed (seeds 0 and 1 in both): +1.00 and -1.00
     assert "| PSNR | +0.00 ± 1.41 (+1.00, -1.00) |" in table
+    assert not any(r.startswith("| codebook size |") for r in table)  # a setting, not a result: no difference
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["per_seed"]["vqgan"]["seed2"]["PSNR"] == 34.0
     assert saved["paired"]["vqgan"]["PSNR"]["per_seed"] == {"seed0": 1.0, "seed1": -1.0}
