@@ -60,9 +60,10 @@ METRIC_GROUPS: dict[str, list[Metric]] = {
     "Training minutes per stage": [_minutes(stage) for stage in ("tokenizer", "prior", "captioner", "vqa")],
 }
 COMPARE_METRICS = [metric for group in METRIC_GROUPS.values() for metric in group]
-# the metrics drawn in compare.png
-PLOTTED = ["PSNR", "codes used %", "faithful 1 obj", "faithful 2 obj", "CIDEr-D", "VQA all"]
+# the metrics drawn in compare.png, those that some run has
+PLOTTED = ["PSNR", "codes used %", "recon faithful 2 obj", "faithful 1 obj", "faithful 2 obj", "CIDEr-D", "VQA all"]
 BACKBONES = ("vqgan", "cvq", "vqct")  # each compared with its `_lg` variant
+ORDER = [name for b in BACKBONES for name in (b, f"{b}_lg")]  # rows and bars; other names after, by name
 
 
 def _dig(report: dict, path: tuple[str, ...]):
@@ -83,7 +84,8 @@ def collect(root: str | Path) -> dict[str, dict[str, dict[str, float]]]:
             found.setdefault(tok_dir.name, {})[report_file.parent.name] = values
     if not found:
         raise InputFileError(f"no ROOT/TOKENIZER/seed*/report.json under {root}")
-    return found
+    known = {name: i for i, name in enumerate(ORDER)}
+    return {name: found[name] for name in sorted(found, key=lambda n: (known.get(n, len(ORDER)), n))}
 
 
 def _mean_std(values: list[float], fmt: str, signed: bool = False) -> str:
@@ -145,6 +147,12 @@ def paired_table(paired: dict) -> str:
     return "\n".join(rows)
 
 
+def plotted_metrics(runs: dict) -> list[str]:
+    """The panels of compare.png: the headline metrics that at least one run has (PSNR if none)."""
+    return [m for m in PLOTTED if any(m in values for seeds in runs.values() for values in seeds.values())] \
+        or PLOTTED[:1]
+
+
 def plot_comparison(runs: dict, out: Path) -> Path:
     """Bars (mean over seeds) with error bars (std) per tokenizer, one panel per headline metric."""
     import matplotlib
@@ -153,8 +161,9 @@ def plot_comparison(runs: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(runs)
-    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], PLOTTED):
+    metrics = plotted_metrics(runs)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
         values = [[v[metric] for v in runs[t].values() if metric in v] for t in names]
         means = [np.mean(v) if v else np.nan for v in values]
         errors = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values]

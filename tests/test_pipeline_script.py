@@ -127,6 +127,7 @@ def test_paper_preset_runs_on_converted_data(tmp_path):
 
 def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
     from lgvq.cli import main
+    from lgvq.compare import collect, plotted_metrics
 
     def write(tok, seed, psnr, r1=None):
         run = tmp_path / tok / f"seed{seed}"
@@ -143,6 +144,7 @@ def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
     write("vqgan", 2, 34.0)
     write("vqgan_lg", 0, 31.0, r1=0.2)
     write("vqgan_lg", 1, 31.0, r1=0.3)
+    write("vqct", 0, 25.0)
     assert main(["report", "--compare", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text().splitlines()
     # one table per group of columns: reconstruction, alignment, text-to-image, VQA, minutes
@@ -164,6 +166,8 @@ def test_comparison_table_means_and_spreads_over_seeds(tmp_path, capsys):
     assert saved["per_seed"]["vqgan"]["seed2"]["PSNR"] == 34.0
     assert saved["paired"]["vqgan"]["PSNR"]["per_seed"] == {"seed0": 1.0, "seed1": -1.0}
     assert (tmp_path / "compare.png").stat().st_size > 0
+    assert plotted_metrics(collect(tmp_path)) == ["PSNR", "codes used %", "VQA all"]  # no empty panels
+    assert list(collect(tmp_path)) == ["vqgan", "vqgan_lg", "vqct"]  # backbone by backbone, not by name
     assert main(["report"]) == 2 and "--compare" in capsys.readouterr().err
 
 
