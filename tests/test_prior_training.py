@@ -53,7 +53,8 @@ def test_training_step_never_runs_the_image_encoder(tiny_store, tmp_path, monkey
 @pytest.mark.parametrize("group_size", [1, 2])
 def test_prior_learns_the_store(tiny_store, tmp_path, group_size):
     """A few dozen steps bring the loss well below the uniform-guess entropy ln(64), with one code
-    per position or 2 x 2 codes per position."""
+    per position or 2 x 2 codes per position; completing an image with the trained prior keeps whole
+    rows of its blocks."""
     cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "class"),
                       ["train.max_steps=60", "train.log_every=60", "train.checkpoint_every=1000",
                        f"model.group_size={group_size}"])
