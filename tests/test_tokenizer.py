@@ -54,6 +54,28 @@ def test_patch_encoder_codes_each_patch_alone(tmp_path):
         tiny(encoder_type="vit")
 
 
+def test_patch_decoder_draws_each_patch_from_its_own_code_alone(tmp_path):
+    """decoder_type=patch: changing one code changes that code's f x f patch of the image and no
+    other pixel; taming's conv decoder spreads it; the choice survives save and load."""
+    ids = torch.zeros(1, 8, 8, dtype=torch.long)
+    other = ids.clone()
+    other[0, 2, 5] = 7
+    for kind, local in (("patch", True), ("conv", False)):
+        tok = tiny(encoder_type="patch", decoder_type=kind).eval()
+        with torch.no_grad():
+            changed = (tok.decode(ids) - tok.decode(other)).abs().amax(1)[0] > 0  # (32, 32) pixels
+        assert bool(changed[8:12, 20:24].all())
+        assert (int(changed.sum()) == 16) == local
+    tok = tiny(encoder_type="patch", decoder_type="patch").eval()
+    tok.save_pretrained(tmp_path / "tok")
+    again = VQTokenizer.from_pretrained(tmp_path / "tok").eval()
+    assert again.config.decoder_type == "patch"
+    with torch.no_grad():
+        assert torch.equal(again.decode(other), tok.decode(other))
+    with pytest.raises(ValueError, match="decoder_type"):
+        tiny(decoder_type="vit")
+
+
 def test_save_load_roundtrip_and_safetensors(tmp_path):
     tok = tiny().eval()
     tok.save_pretrained(tmp_path / "tok")

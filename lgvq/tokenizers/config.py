@@ -80,6 +80,7 @@ class TokenizerModelConfig:
     embed_dim: int = 64  # channels after quant_conv, fed to the quantizer
     norm_groups: int = 32
     encoder_type: Literal["conv", "patch"] = "conv"  # conv (taming's) | patch (each f x f patch encoded alone)
+    decoder_type: Literal["conv", "patch"] = "conv"  # conv (taming's) | patch (each code decoded to its patch alone)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from lgvq.alignment import build_alignment
 from lgvq.hub import LgvqModelMixin
-from lgvq.tokenizers.autoencoder import build_decoder, build_encoder, build_patch_encoder
+from lgvq.tokenizers.autoencoder import build_decoder, build_encoder, build_patch_decoder, build_patch_encoder
 from lgvq.tokenizers.config import QuantizerConfig, TokenizerModelConfig
 from lgvq.tokenizers.quantizers import build_quantizer, quantized_channels, upgrade_saved_config
 from lgvq.tokenizers.vqct import load_vqct_vocab
@@ -40,7 +40,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, resolution: int = 64, in_channels: int = 3, ch: int = 64, ch_mult: tuple = (1, 2, 2, 4),
                  num_res_blocks: int = 1, attn_resolutions: tuple = (8,), z_channels: int = 64, embed_dim: int = 64,
-                 norm_groups: int = 32, encoder_type: str = "conv", quantizer_config: dict | None = None,
+                 norm_groups: int = 32, encoder_type: str = "conv", decoder_type: str = "conv", quantizer_config: dict | None = None,
                  alignment: dict | None = None):
         """`quantizer_config`: the run's `model.quantizer` as a dict (QuantizerConfig; default: plain
         VQ with 1024 codes); `alignment`: the alignment spec (training only)."""
@@ -52,13 +52,16 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
                     attn_resolutions=list(attn_resolutions), resolution=resolution, norm_groups=norm_groups)
         if encoder_type not in ("conv", "patch"):
             raise ValueError(f"model.encoder_type must be conv or patch, not {encoder_type!r}")
+        if decoder_type not in ("conv", "patch"):
+            raise ValueError(f"model.decoder_type must be conv or patch, not {decoder_type!r}")
         self.encoder = (build_patch_encoder if encoder_type == "patch" else build_encoder)(in_channels, z_channels,
                                                                                          **arch)
         quant_channels = quantized_channels(quantizer, embed_dim)
         self.quantizer = build_quantizer(quantizer, embed_dim)
         self.quant_conv = nn.Conv2d(z_channels, quant_channels, 1)
         self.post_quant_conv = nn.Conv2d(quant_channels, z_channels, 1)
-        self.decoder = build_decoder(in_channels, z_channels, **arch)
+        self.decoder = (build_patch_decoder if decoder_type == "patch" else build_decoder)(in_channels, z_channels,
+                                                                                         **arch)
         # training-only language alignment (e.g. LG-VQ); see lgvq.alignment.build_alignment
         self.aligner = build_alignment(alignment, quant_channels, self.token_shape) if alignment else None
 
