@@ -45,7 +45,8 @@ def test_cached_and_uncached_decoding_agree(conditioning, cfg_scale):
 @pytest.mark.parametrize("options", [dict(text_layers=2), dict(grid_positions=True, token_shape=(3, 4)),
                                      dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2),
                                      dict(group_size=2, token_shape=(2, 6)),
-                                     dict(group_size=2, token_shape=(2, 6), grid_positions=True, text_layers=1)])
+                                     dict(group_size=2, token_shape=(2, 6), grid_positions=True, text_layers=1),
+                                     dict(qk_norm=True, text_layers=1)])
 def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positions(cfg_scale, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     cached, cached_logits = generate(prior, cond, temperature=0, cfg_scale=cfg_scale, return_logits=True)
@@ -208,10 +209,11 @@ def test_condition_dropout_only_in_training():
 
 
 @pytest.mark.parametrize("options", [{}, dict(text_layers=2, grid_positions=True, token_shape=(3, 4)),
-                                     dict(group_size=2, token_shape=(2, 6))])
+                                     dict(group_size=2, token_shape=(2, 6)), dict(qk_norm=True, text_layers=1)])
 def test_save_and_load_round_trip(tmp_path, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     prior.save_pretrained(tmp_path / "prior")
     again = PriorTransformer.from_pretrained(tmp_path / "prior").eval()
     assert torch.equal(generate(prior, cond, temperature=0), generate(again, cond, temperature=0))
+
 

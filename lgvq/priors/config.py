@@ -29,6 +29,10 @@ class PriorModelConfig:
     # codes per prior position along each axis: 2 reads and predicts each 2 x 2 block of the token grid
     # at one position (a quarter of the sequence), the block's codes one after another by a small head
     group_size: int = 1
+    # l2-normalised queries and keys with a learned per-dimension scale (x-transformers' qk_norm with
+    # qk_norm_dim_scale), in the decoder and the prompt layers: bounded attention logits, which
+    # tolerate a higher learning rate
+    qk_norm: bool = False
 
 
 @dataclass

@@ -79,7 +79,7 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
                  text_encoder: str | None = None, text_pooling: str = "auto", class_names: list | None = None,
                  token_shape: tuple = (16, 16), tokens_per_position: int = 1, text_layers: int = 0,
                  grid_positions: bool = False, trained_classes: list | None = None,
-                 trained_words: list | None = None, group_size: int = 1):
+                 trained_words: list | None = None, group_size: int = 1, qk_norm: bool = False):
         # trained_classes: the class ids its training data held (None: all); fine-tuning starts
         # the rows of the others afresh (`initialise_from`). trained_words: the words of its training
         # captions (text priors; None: not recorded); fine-tuning can favour captions with others
@@ -92,11 +92,12 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         if conditioning == "text" and (text_width < 1 or text_length < 1):
             raise ValueError("a text-conditional prior needs text_width and text_length")
         check_groups(group_size, token_shape, tokens_per_position, seq_len)
+        qk = dict(attn_qk_norm=True, attn_qk_norm_dim_scale=True) if qk_norm else {}
         self.net = TransformerWrapper(
             num_tokens=vocab_size, max_seq_len=self.num_positions + self.prefix_length, use_abs_pos_emb=False,
             emb_dropout=dropout,
             attn_layers=Decoder(dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_flash=True,
-                                ff_mult=ff_mult, attn_dropout=dropout, ff_dropout=dropout))
+                                ff_mult=ff_mult, attn_dropout=dropout, ff_dropout=dropout, **qk))
         self.start = nn.Parameter(torch.randn(1, 1, dim) * 0.02)  # start-of-image embedding
         if group_size > 1:  # g x g codes per position (lgvq/priors/groups.py)
             k = group_size ** 2
@@ -118,7 +119,7 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             if text_layers > 0:
                 self.prompt_encoder = Encoder(dim=dim, depth=text_layers, heads=heads, ff_mult=ff_mult,
                                               rotary_pos_emb=True, attn_flash=True, attn_dropout=dropout,
-                                              ff_dropout=dropout)
+                                              ff_dropout=dropout, **qk)
 
     # -- layout ---------------------------------------------------------------------------------
     @property

@@ -73,7 +73,7 @@ def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init:
     if old is None:
         old = PriorTransformer.from_pretrained(model_dir(source))
     for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
-                "text_layers", "grid_positions", "group_size"):
+                "text_layers", "grid_positions", "group_size", "qk_norm"):
         if old.config[key] != prior.config[key]:
             raise ConfigError(f"cannot fine-tune from {source}: its {key} is {old.config[key]!r}, this run's is "
                               f"{prior.config[key]!r} (same tokenizer and model size needed)")
