@@ -73,19 +73,31 @@ class PriorPipeline:
             raise PromptError(f"batch_size must be >= 1, not {batch_size}")
         top_k = int(args["top_k"]) or None
         top_p = args["top_p"] if args["top_p"] < 1 else None
+        best_of = int(args.get("best_of", 1))
+        if best_of < 1:
+            raise PromptError(f"best_of must be >= 1, not {best_of}")
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         n = cond.size()
         kept = prompt_tokens.shape[1] if prompt_tokens is not None else 0
         bar = progress if isinstance(progress, tqdm) else tqdm(
-            total=n * (self.prior.config.seq_len - kept), desc="sampling", unit="tok", unit_scale=True,
+            total=n * best_of * (self.prior.config.seq_len - kept), desc="sampling", unit="tok", unit_scale=True,
             disable=not progress, leave=False)
         images = []
         for start in range(0, n, batch_size):
             part = _slice_condition(cond, start, min(n, start + batch_size)).to(self.device)
             prompt = prompt_tokens[start:start + batch_size] if prompt_tokens is not None else None
-            tokens = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
-                              cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt,
-                              on_token=bar.update)
+            if best_of > 1:  # draw best_of samples per row, keep the one the prior rates most conditional
+                part = _repeat_condition(part, best_of)
+                prompt = prompt.repeat_interleave(best_of, 0) if prompt is not None else None
+            sampled = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
+                               cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt,
+                               on_token=bar.update, return_scores=best_of > 1)
+            if best_of > 1:
+                tokens, scores = sampled
+                best = scores.view(-1, best_of).argmax(1)  # (rows,)
+                tokens = tokens.view(-1, best_of, tokens.shape[1])[torch.arange(len(best)), best]
+            else:
+                tokens = sampled
             images += self.decode(tokens)
         if bar is not progress:
             bar.close()
@@ -211,6 +223,12 @@ def _check_count(num_images: int) -> None:
 def _slice_condition(cond: Condition, a: int, b: int) -> Condition:
     part = lambda t: t[a:b] if t is not None else None
     return Condition(part(cond.labels), part(cond.text), part(cond.text_mask), b - a)
+
+
+def _repeat_condition(cond: Condition, k: int) -> Condition:
+    """Each row k times in a row: (B, ...) -> (B * k, ...)."""
+    rep = lambda t: t.repeat_interleave(k, 0) if t is not None else None
+    return Condition(rep(cond.labels), rep(cond.text), rep(cond.text_mask), cond.size() * k)
 
 
 def _sample_defaults(run: RunDir) -> dict:

@@ -217,3 +217,26 @@ def test_save_and_load_round_trip(tmp_path, options):
     assert torch.equal(generate(prior, cond, temperature=0), generate(again, cond, temperature=0))
 
 
+
+def sequence_log_likelihood(prior: PriorTransformer, tokens: torch.Tensor, cond: Condition, null: bool) -> torch.Tensor:
+    """(B,) sum of log p(token | earlier tokens, condition or null condition), teacher-forced."""
+    drop = torch.full((tokens.shape[0],), null)
+    with torch.no_grad():
+        logp = torch.log_softmax(prior(tokens, cond, drop=drop).float(), -1)
+    return logp.gather(2, tokens[..., None])[..., 0].sum(1)
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+@pytest.mark.parametrize("options", [{}, dict(group_size=2, token_shape=(2, 6))])
+def test_rerank_scores_are_the_conditional_minus_null_log_likelihood_of_the_sample(cfg_scale, options):
+    """The score re-ranking sorts by is log p(x | c) - log p(x | null) of the drawn tokens, the same
+    number teacher forcing gives, and asking for it leaves the samples as they were."""
+    prior, cond = make_prior("text", **options), make_condition("text")
+    seed = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    plain = generate(prior, cond, cfg_scale=cfg_scale, generator=seed())
+    tokens, scores = generate(prior, cond, cfg_scale=cfg_scale, generator=seed(), return_scores=True)
+    assert torch.equal(tokens, plain)
+    expected = sequence_log_likelihood(prior, tokens, cond, False) - sequence_log_likelihood(prior, tokens, cond, True)
+    assert torch.allclose(scores, expected, atol=1e-4)
+    with pytest.raises(ValueError, match="re-ranking needs a conditional prior"):
+        generate(make_prior("none"), make_condition("none"), return_scores=True)

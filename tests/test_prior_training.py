@@ -19,6 +19,7 @@ from lgvq.pipelines import (
 )
 from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.priors.sampling import generate
 from lgvq.priors.training import PriorTask, initialise_from
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.training.trainer import Trainer
@@ -134,6 +135,27 @@ def test_text_pipeline_returns_pil_images(text_run):
     assert len(images) == 4 and all(isinstance(im, Image.Image) and im.size == (32, 32) for im in images)
     again = pipe(["a small red circle", "a large blue square"], num_images=2, seed=0)
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
+
+
+def test_best_of_keeps_the_sample_the_prior_rates_most_conditional(text_run):
+    """best_of=3 draws three samples per image and keeps, for each, the one with the highest
+    conditional minus null log-likelihood; best_of=1 is plain sampling."""
+    pipe = TextToImagePipeline.from_pretrained(text_run, device="cpu")
+    prompts = ["a small red circle", "a large blue square"]
+    cond = pipe.text_condition([p for p in prompts for _ in range(3)])
+    tokens, scores = generate(pipe.prior, cond, cfg_scale=pipe.defaults["cfg_scale"],
+                              generator=torch.Generator().manual_seed(5), return_scores=True)
+    best = scores.view(2, 3).argmax(1)
+    expected = pipe.decode(tokens.view(2, 3, -1)[torch.arange(2), best])
+    chosen = pipe(prompts, seed=5, best_of=3)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(chosen, expected))
+    plain = pipe(prompts, seed=5)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(plain, pipe.decode(generate(pipe.prior, pipe.text_condition(prompts),
+                                                           cfg_scale=pipe.defaults["cfg_scale"],
+                                                           generator=torch.Generator().manual_seed(5)))))
+    with pytest.raises(PromptError, match="best_of"):
+        pipe(prompts, best_of=0)
 
 
 def test_pipeline_errors_are_clear(text_run):

@@ -69,13 +69,16 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=number(int, ">= 0"), help="0 = no top-k filter (default: the run's)")
     p.add_argument("--top-p", type=number(float, "(0, 1]"), help="1 = no nucleus filter (default: the run's)")
     p.add_argument("--batch-size", type=number(int, ">= 1"), help="images sampled at once (default: the run's)")
+    p.add_argument("--best-of", type=number(int, ">= 1"),
+                   help="samples drawn per image, keeping the one the prior rates most conditional "
+                        "(re-ranking; 1 = none; default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
     return {"cfg_scale": args.cfg, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "best_of": args.best_of}
 
 
 def print_results(results: dict, table) -> int:

@@ -40,13 +40,17 @@ class SampleConfig:
     """Sampling defaults stored with the run (each can be changed per call)."""
 
     limits: ClassVar[dict[str, str]] = {
-        "temperature": ">= 0", "top_k": ">= 0", "top_p": "(0, 1]", "cfg_scale": ">= 0", "batch_size": ">= 1"}
+        "temperature": ">= 0", "top_k": ">= 0", "top_p": "(0, 1]", "cfg_scale": ">= 0", "batch_size": ">= 1",
+        "best_of": ">= 1"}
 
     temperature: float = 1.0
     top_k: int = 0  # 0: no top-k filter
     top_p: float = 1.0  # 1: no nucleus filter
     cfg_scale: float = 3.0  # classifier-free guidance; 1 = none
     batch_size: int = 50
+    # samples drawn per image asked for, keeping the one with the highest conditional minus null
+    # log-likelihood under the prior (re-ranking; lgvq/priors/sampling.py); 1: no re-ranking
+    best_of: int = 1
 
 
 @dataclass

@@ -7,6 +7,12 @@ guidance in one doubled batch, a KV cache, seeded generators, and completion of 
 Guidance: the batch is [conditional; null-conditional] and the next-token logits are
 `u + s * (c - u)` (LlamaGen's form; s = 1 is plain conditional sampling and skips the doubling).
 `temperature=0` is greedy decoding.
+
+Re-ranking (`return_scores`): each sample's score is the sum over its drawn tokens of
+log p(token | condition) - log p(token | null condition), the prior's own log-likelihood ratio of
+the condition given the image, log p(c | x) - log p(c) by Bayes. Both terms come from the passes
+that guidance runs anyway, so the score costs nothing extra there; `best_of` in the pipelines
+draws several samples per prompt and keeps the highest-scoring one.
 """
 
 from __future__ import annotations
@@ -54,35 +60,47 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
 def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
              use_cache: bool = True, prompt_tokens: torch.Tensor | None = None, guidance_batch: bool = True,
-             return_logits: bool = False, on_token: Callable[[int], None] | None = None
-             ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+             return_logits: bool = False, on_token: Callable[[int], None] | None = None,
+             return_scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Sample (B, seq_len) token ids. `prompt_tokens` (B, K) are kept and the rest is completed.
     With `return_logits` also the (guided) logits of every generated position, (B, seq_len - K, V).
     `guidance_batch=False` runs the conditional and null passes separately (for comparison only).
     `on_token(B)` is called after each token (a progress bar's update). A prior with
-    `group_size` g > 1 runs its decoder once per g x g block and samples the block's codes in turn."""
+    `group_size` g > 1 runs its decoder once per g x g block and samples the block's codes in turn.
+    With `return_scores` also each sample's (B,) conditional minus null log-likelihood of its
+    sampled tokens (see the module's docstring; a conditional prior only), returned last."""
     check_sampling_args(temperature, top_k, top_p, cfg_scale)
     prior.check_condition(cond)
     was_training = prior.training
     prior.eval()
     b, device = cond.size(), prior.start.device
     grouped = prior.config.group_size > 1
+    if return_scores and prior.config.conditioning == "none":
+        raise PromptError("re-ranking needs a conditional prior: an unconditional one has no condition to score")
     guided = cfg_scale != 1.0 and prior.config.conditioning != "none"
+    with_null = guided or return_scores  # the null-condition pass: guidance and scores read it
     streams = [prior.prefix(cond)]  # (prefix, mask) per forward pass
-    if guided:
+    if with_null:
         streams.append(prior.prefix(cond, drop=torch.ones(b, dtype=torch.bool, device=device)))
         if guidance_batch:  # one pass over [conditional; null]
             streams = [(torch.cat([streams[0][0], streams[1][0]]), torch.cat([streams[0][1], streams[1][1]]))]
 
+    scores = torch.zeros(b, device=device)
+
     def pick(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of every stream's rows, (streams * B, V) -> (guided logits (B, V), sampled ids (B,))."""
+        nonlocal scores
         logits = logits.float()
-        if guided:
+        if with_null:
             c, u = logits.chunk(2)
-            logits = u + cfg_scale * (c - u)
+            logits = u + cfg_scale * (c - u) if guided else c
         if on_token is not None:
             on_token(b)
-        return logits, next_token(logits, temperature, top_k, top_p, generator)
+        ids = next_token(logits, temperature, top_k, top_p, generator)
+        if return_scores:
+            ratio = torch.log_softmax(c, -1) - torch.log_softmax(u, -1)
+            scores = scores + ratio.gather(1, ids[:, None])[:, 0]
+        return logits, ids
 
     caches = [None] * len(streams)
     positions = prompt_positions(prior, prompt_tokens, b, device)  # (B, K) or (B, K / g^2, g^2)
@@ -112,13 +130,16 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
         positions = torch.cat([positions, codes[:, None]], 1)
     prior.train(was_training)
     tokens = prior.from_positions(positions)
-    if not return_logits:
-        return tokens
-    logits = torch.stack(all_logits, 1)
-    if grouped:  # (B, n - K', g^2, V) in block order -> (B, N - K, V) in raster order
-        logits = torch.cat([logits.new_zeros(b, kept, *logits.shape[2:]), logits], 1)
-        logits = prior.from_positions(logits)[:, kept * prior.config.group_size ** 2:]
-    return tokens, logits
+    out = (tokens,)
+    if return_logits:
+        logits = torch.stack(all_logits, 1)
+        if grouped:  # (B, n - K', g^2, V) in block order -> (B, N - K, V) in raster order
+            logits = torch.cat([logits.new_zeros(b, kept, *logits.shape[2:]), logits], 1)
+            logits = prior.from_positions(logits)[:, kept * prior.config.group_size ** 2:]
+        out += (logits,)
+    if return_scores:
+        out += (scores,)
+    return out[0] if len(out) == 1 else out
 
 
 def prompt_positions(prior: PriorTransformer, prompt_tokens: torch.Tensor | None, b: int,
