@@ -11,7 +11,8 @@ inside of a store split to lgvq.data.code_store).
       samples/         preview grids                     codes/                              a STORE
       eval/            NAME.json, samples*/              vocab/ text_cache/ logs/ plots/ .stages/
                                                          pipeline.json commands.json timings.json
-                                                         peak_memory.json report.md report.json
+                                                         peak_memory.json wall.json report.md
+                                                         report.json result.json
 """
 
 from __future__ import annotations
@@ -148,9 +149,19 @@ class PipelineDir:
         return self.root / "peak_memory.json"
 
     @property
+    def wall_time(self) -> Path:
+        """wall.json: the seconds of each invocation of the pipeline script that ran stages."""
+        return self.root / "wall.json"
+
+    @property
     def report_md(self) -> Path:
         return self.root / "report.md"
 
     @property
     def report_json(self) -> Path:
         return self.root / "report.json"
+
+    @property
+    def result_json(self) -> Path:
+        """result.json: the run's headline numbers and identity (lgvq.run_result), small enough to keep."""
+        return self.root / "result.json"

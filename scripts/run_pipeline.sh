@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The main job: both stages on one dataset, then evaluation and a report.
 #
-#   scripts/run_pipeline.sh [--dataset shapes] [--tokenizer vqgan_lg] [--out runs/pipeline] [--num-processes 1]
-#                           [--num-prompts 200] [--sample-seeds 0,1,2] [--stop-after tokenizer|prior|all]
+#   scripts/run_pipeline.sh [--preset quick|full] [--dataset shapes] [--tokenizer vqgan_lg] [--out runs/pipeline]
+#                           [--num-processes 1] [--num-prompts 200] [--sample-seeds 0,1,2]
+#                           [--stop-after tokenizer|prior|all] [--dry-run]
 #
-# --dataset: shapes (built in) or a paper preset, cub | celebahq | coco | textcaps
-# (configs/replicate/: 256 px, f = 16, the papers' settings; a GPU job), read from data/NAME or
-# DATA_DIR after scripts/convert_dataset.py. --tokenizer: vqgan | vqgan_lg | vqct | vqct_lg | cvq |
-# cvq_lg. --num-prompts / --sample-seeds: the prior's faithfulness is the mean over these sampling
-# seeds, each over the first N validation captions. --stop-after: end (with the report) once the
-# tokenizer, or the prior, is trained and evaluated.
+# --preset (shapes): quick (the default) runs every stage sized to about 15 minutes on 2 CPU cores
+# (48 px images, short training: configs/presets/quick/ overlays the shapes configs); full runs
+# the shapes configs as they are (64 px, the quality of docs/results.md: hours on 2 CPU cores).
+# The paper presets (--dataset cub | celebahq | coco | textcaps) are full runs only.
+# --dataset: shapes (built in) or a paper preset (configs/replicate/: 256 px, f = 16, the papers'
+# settings; a GPU job), read from data/NAME or DATA_DIR after scripts/convert_dataset.py.
+# --tokenizer: vqgan | vqgan_lg | vqct | vqct_lg | cvq | cvq_lg. --num-prompts / --sample-seeds:
+# the prior's faithfulness is the mean over these sampling seeds, each over the first N validation
+# captions. --stop-after: end (with the report) once the tokenizer, or the prior, is trained and
+# evaluated. --dry-run: print each stage's command and run none.
 # Extra config overrides per stage (space-separated key=value) come from the environment:
 # TOKENIZER_OVERRIDES, PRIOR_OVERRIDES, HEAD_OVERRIDES (e.g. PRIOR_OVERRIDES="train.max_steps=500").
 # Stages: tokenizer -> [encode the code store | evaluate the tokenizer (+ alignment)] -> [text-to-
@@ -23,18 +28,22 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 
 DATASET=shapes
+PRESET=""
 TOKENIZER=vqgan_lg
 OUT=runs/pipeline
 NPROC=1
 NUM_PROMPTS=200
 SAMPLE_SEEDS=0,1,2
 STOP_AFTER=all
+DRY_RUN=0
+START=$(date +%s)
 read -r -a TOKENIZER_EXTRA <<< "${TOKENIZER_OVERRIDES:-}"
 read -r -a PRIOR_EXTRA <<< "${PRIOR_OVERRIDES:-}"
 read -r -a HEAD_EXTRA <<< "${HEAD_OVERRIDES:-}"
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --preset) PRESET="$2"; shift 2 ;;
     --dataset) DATASET="$2"; shift 2 ;;
     --tokenizer) TOKENIZER="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
@@ -42,6 +51,7 @@ while [[ $# -gt 0 ]]; do
     --num-prompts) NUM_PROMPTS="$2"; shift 2 ;;
     --sample-seeds) SAMPLE_SEEDS="$2"; shift 2 ;;
     --stop-after) STOP_AFTER="$2"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -50,6 +60,12 @@ done
 case "$STOP_AFTER" in
   tokenizer|prior|all) ;;
   *) echo "error: --stop-after must be tokenizer, prior or all (got $STOP_AFTER)" >&2; exit 2 ;;
+esac
+case "$PRESET" in
+  "") PRESET=quick; [[ "$DATASET" != shapes ]] && PRESET=full ;;
+  quick) [[ "$DATASET" != shapes ]] && { echo "error: --preset quick is sized for the built-in shapes data; the paper presets (--dataset $DATASET) are full runs" >&2; exit 2; } ;;
+  full) ;;
+  *) echo "error: --preset must be quick or full (got $PRESET)" >&2; exit 2 ;;
 esac
 case "$TOKENIZER" in
   vqgan|vqgan_lg|vqct|vqct_lg|cvq|cvq_lg) ;;
@@ -65,9 +81,16 @@ case "$DATASET" in
     VOCAB_ARGS=(--source encoder_vocab --max-words 128)  # shapes captions hold a dozen words
     LG_CONFIG=configs/lgvq/shapes.yaml
     ENCODE_ARGS=(--text-max-length 24)
-    PRIOR_CONFIG=configs/prior/shapes_t2i.yaml
-    CAPTIONER_CONFIG=configs/heads/shapes_captioner.yaml
-    VQA_CONFIG=configs/heads/shapes_vqa.yaml
+    PRIOR_CONFIGS=(--config configs/prior/shapes_t2i.yaml)
+    CAPTIONER_CONFIGS=(--config configs/heads/shapes_captioner.yaml)
+    VQA_CONFIGS=(--config configs/heads/shapes_vqa.yaml)
+    if [[ "$PRESET" == quick ]]; then  # overlays sized to about 15 minutes on 2 CPU cores
+      QUICK=configs/presets/quick
+      TOKENIZER_CONFIGS+=(--config "$QUICK/tokenizer.yaml")
+      PRIOR_CONFIGS+=(--config "$QUICK/prior.yaml")
+      CAPTIONER_CONFIGS+=(--config "$QUICK/captioner.yaml")
+      VQA_CONFIGS+=(--config "$QUICK/vqa.yaml")
+    fi
     ;;
   cub|celebahq|coco|textcaps)
     DATA_DIR="${DATA_DIR:-data/$DATASET}"
@@ -92,10 +115,10 @@ case "$DATASET" in
     LG_CONFIG="configs/lgvq/$DATASET.yaml"
     [[ "$DATASET" == coco ]] && LG_CONFIG=configs/lgvq/textcaps.yaml  # no official COCO weights
     ENCODE_ARGS=()
-    PRIOR_CONFIG=configs/replicate/prior_t2i.yaml
-    CAPTIONER_CONFIG=""
-    [[ "$DATASET" == cub ]] && CAPTIONER_CONFIG=configs/heads/cub_captioner.yaml  # the paper's Table 11
-    VQA_CONFIG=""  # COCO-QA is its own dataset: see configs/heads/cocoqa_vqa.yaml
+    PRIOR_CONFIGS=(--config configs/replicate/prior_t2i.yaml)
+    CAPTIONER_CONFIGS=()
+    [[ "$DATASET" == cub ]] && CAPTIONER_CONFIGS=(--config configs/heads/cub_captioner.yaml)  # the paper's Table 11
+    VQA_CONFIGS=()  # COCO-QA is its own dataset: see configs/heads/cocoqa_vqa.yaml
     ;;
   *) echo "error: --dataset must be one of shapes, cub, celebahq, coco, textcaps (got $DATASET)" >&2; exit 2 ;;
 esac
@@ -111,17 +134,25 @@ fi
   && TOKENIZER_EXTRA+=("model.quantizer.vqct.vocab=$OUT/vocab")
 [[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config "$LG_CONFIG")
 
+if [[ "$DRY_RUN" != 1 ]]; then
 mkdir -p "$OUT/.stages" "$OUT/logs"
 # what this run is, for the report's "what was run"
-python - "$OUT/pipeline.json" "$DATASET" "$TOKENIZER" "$NUM_PROMPTS" "$SAMPLE_SEEDS" \
+python - "$OUT/pipeline.json" "$PRESET" "$DATASET" "$TOKENIZER" "$NUM_PROMPTS" "$SAMPLE_SEEDS" \
   "${TOKENIZER_OVERRIDES:-}" "${PRIOR_OVERRIDES:-}" "${HEAD_OVERRIDES:-}" <<'EOF'
 import json, sys
-out, dataset, tokenizer, prompts, seeds, *overrides = sys.argv[1:]
-json.dump({"dataset": dataset, "tokenizer": tokenizer, "num_prompts": int(prompts), "sample_seeds": seeds,
-           "overrides": dict(zip(("tokenizer", "prior", "heads"), overrides))}, open(out, "w"), indent=2)
+out, preset, dataset, tokenizer, prompts, seeds, *overrides = sys.argv[1:]
+from lgvq.devices import cpu_description
+json.dump({"preset": preset, "dataset": dataset, "tokenizer": tokenizer, "num_prompts": int(prompts),
+           "sample_seeds": seeds, "overrides": dict(zip(("tokenizer", "prior", "heads"), overrides)),
+           "cpu": cpu_description()}, open(out, "w"), indent=2)
 EOF
+fi
 stage() {  # stage NAME COMMAND...: run once, record its wall time and peak memory, log to OUT/logs/NAME.log
   local name="$1"; shift
+  if [[ "$DRY_RUN" == 1 ]]; then
+    echo "== $name: $*"
+    return
+  fi
   if [[ -f "$OUT/.stages/$name.done" ]]; then
     echo "== $name: done already, skipped"
     return
@@ -149,7 +180,7 @@ stage() {  # stage NAME COMMAND...: run once, record its wall time and peak memo
 CORES=$(python -c "import os; print(len(os.sched_getaffinity(0)))")
 side_by_side() {  # side_by_side "FUNCTION..." "FUNCTION...": run two lanes of stage functions
   local first="$1" second="$2" status=0
-  if [[ "$NPROC" -gt 1 || "$CORES" -lt 2 || "${SEQUENTIAL:-0}" == 1 ]]; then
+  if [[ "$NPROC" -gt 1 || "$CORES" -lt 2 || "${SEQUENTIAL:-0}" == 1 || "$DRY_RUN" == 1 ]]; then
     for fn in $first $second; do "$fn"; done
     return
   fi
@@ -179,37 +210,55 @@ encode() {
     --text-cache-dir "$OUT/text_cache"
 }
 prior() {
-  stage prior "${LGVQ[@]}" train-prior --config "$PRIOR_CONFIG" --resume latest \
+  stage prior "${LGVQ[@]}" train-prior "${PRIOR_CONFIGS[@]}" --resume latest \
     store="$OUT/codes" train.output_dir="$OUT/prior" "${PRIOR_EXTRA[@]}"
 }
 evaluate_prior() {
   stage evaluate-prior lgvq evaluate-prior --prior "$OUT/prior" --num-prompts "$NUM_PROMPTS" --seeds "$SAMPLE_SEEDS"
 }
 captioner() {
-  if [[ -n "$CAPTIONER_CONFIG" ]]; then
-    stage captioner "${LGVQ[@]}" train-captioner --config "$CAPTIONER_CONFIG" --resume latest \
+  if [[ ${#CAPTIONER_CONFIGS[@]} -gt 0 ]]; then
+    stage captioner "${LGVQ[@]}" train-captioner "${CAPTIONER_CONFIGS[@]}" --resume latest \
       store="$OUT/codes" train.output_dir="$OUT/captioner" "${HEAD_EXTRA[@]}"
     stage evaluate-captioner lgvq evaluate-head --model "$OUT/captioner" --limit "$NUM_PROMPTS"
   fi
 }
 vqa() {
-  if [[ -n "$VQA_CONFIG" ]]; then
-    stage vqa "${LGVQ[@]}" train-vqa --config "$VQA_CONFIG" --resume latest \
+  if [[ ${#VQA_CONFIGS[@]} -gt 0 ]]; then
+    stage vqa "${LGVQ[@]}" train-vqa "${VQA_CONFIGS[@]}" --resume latest \
       store="$OUT/codes" train.output_dir="$OUT/vqa" "${HEAD_EXTRA[@]}"
     stage evaluate-vqa lgvq evaluate-head --model "$OUT/vqa"
   fi
+}
+
+record_wall() {  # add this invocation's wall time to OUT/wall.json (once; also when a stage failed)
+  [[ "$DRY_RUN" == 1 || -n "${WALL_RECORDED:-}" || ! -d "$OUT/.stages" ]] && return
+  WALL_RECORDED=1
+  python - "$OUT/wall.json" "$(( $(date +%s) - START ))" <<'EOF'
+import json, os, sys
+path, seconds = sys.argv[1], int(sys.argv[2])
+runs = json.load(open(path)) if os.path.isfile(path) else []
+json.dump(runs + [seconds], open(path, "w"))
+EOF
+}
+trap record_wall EXIT
+finish() {  # the report, then exit
+  [[ "$DRY_RUN" == 1 ]] && exit 0
+  record_wall
+  lgvq report --run "$OUT"
+  exit 0
 }
 
 [[ "$TOKENIZER" == vqct* ]] && vocab
 tokenizer
 if [[ "$STOP_AFTER" == tokenizer ]]; then
   side_by_side "evaluate_tokenizer" "evaluate_alignment"
-  lgvq report --run "$OUT"; exit 0
+  finish
 fi
 side_by_side "encode" "evaluate_tokenizer evaluate_alignment"
 if [[ "$STOP_AFTER" == prior ]]; then
   prior; evaluate_prior
-  lgvq report --run "$OUT"; exit 0
+  finish
 fi
 side_by_side "prior evaluate_prior" "captioner vqa"
-lgvq report --run "$OUT"
+finish

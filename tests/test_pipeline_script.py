@@ -41,6 +41,38 @@ def test_unavailable_choices_are_refused_with_a_reason(tmp_path):
     assert bad.returncode == 2 and "--stop-after must be tokenizer, prior or all" in bad.stderr
 
 
+def stage_commands(*args) -> dict[str, str]:
+    """The stages `--dry-run` would run, name -> command line."""
+    done = subprocess.run([str(SCRIPT), "--dry-run", *args], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return dict(line[3:].split(": ", 1) for line in done.stdout.splitlines() if line.startswith("== "))
+
+
+def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_they_are(tmp_path):
+    quick, full = stage_commands("--out", str(tmp_path / "q")), stage_commands("--preset", "full")
+    assert list(quick) == list(full) == ["tokenizer", "encode", "evaluate-tokenizer", "evaluate-alignment", "prior",
+                                         "evaluate-prior", "captioner", "evaluate-captioner", "vqa", "evaluate-vqa"]
+    for stage, overlay in (("tokenizer", "tokenizer"), ("prior", "prior"), ("captioner", "captioner"),
+                           ("vqa", "vqa")):
+        assert f"--config configs/presets/quick/{overlay}.yaml" in quick[stage]
+        assert "presets/quick" not in full[stage]
+    # the quick overlay comes after the dataset's config and before LG-VQ's, so LG-VQ keeps its weights
+    assert re.search(r"vqgan_shapes\.yaml --config configs/presets/quick/tokenizer\.yaml --config "
+                     r"configs/lgvq/shapes\.yaml", quick["tokenizer"])
+    assert not (tmp_path / "q").exists()  # a dry run writes nothing
+    for args, message in ((["--preset", "fast"], "--preset must be quick or full"),
+                          (["--preset", "quick", "--dataset", "cub"], "--preset quick is sized for the built-in")):
+        bad = subprocess.run([str(SCRIPT), "--dry-run", *args], cwd=REPO, capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert bad.returncode == 2 and message in bad.stderr
+    from lgvq.config import load_config
+    from lgvq.tokenizers.config import TokenizerRunConfig
+    cfg = load_config(TokenizerRunConfig, [REPO / "configs" / name for name in (
+        "tokenizer/vqgan_shapes.yaml", "presets/quick/tokenizer.yaml", "lgvq/shapes.yaml")])
+    assert cfg.data.image_size == 48 and cfg.alignment == "lgvq" and cfg.model.decoder_type == "patch"
+
+
 def test_stage_records_time_and_peak_memory_of_every_attempt(tmp_path):
     stage = [sys.executable, str(REPO / "scripts" / "run_stage.py"), str(tmp_path), "work"]
     allocate = "import sys, time; block = bytearray(300 * 2**20); time.sleep(1.1); sys.exit(int(sys.argv[1]))"
@@ -100,6 +132,18 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert "peak memory (GiB" in md and "originals above their reconstructions" in md
     for figure in ("losses", "code_usage", "samples"):
         assert (out / report["figures"][figure]).is_file()
+    # the default is the quick preset: the report names it, the CPU, what the full preset reaches,
+    # and the wall time of both invocations
+    assert "Preset `quick`, dataset `shapes`" in md and "The full preset (`scripts/run_pipeline.sh --preset full`" in md
+    assert "CPU: " in md and "Wall time of the pipeline: " in md and "over 2 invocations" in md
+    result = json.loads((out / "result.json").read_text())  # the run in one small file
+    assert result["preset"] == "quick" and result["tokenizer"] == "vqgan_lg" and result["training_seed"] == 0
+    assert result["metrics"]["psnr"] == report["tokenizer"]["psnr"]
+    assert result["metrics"]["faithful_two"] == report["prior"]["faithfulness"]["two_objects"]
+    assert set(result["metrics"]["faithful_per_seed"]) == {"0", "1", "2"}
+    assert result["metrics"]["cider_d"] == report["captioning"]["CIDEr-D"] and "colour" in result["metrics"]["vqa_per_type"]
+    assert len(result["config_hash"]) == 16 and result["cpu"]["cores"] >= 1 and result["minutes"]["prior"] > 0
+    assert len(result["commit"] or "0" * 40) == 40 and result["wall_minutes"] > 0
 
 
 @pytest.mark.slow

@@ -1,0 +1,99 @@
+"""A finished pipeline run in one small file, OUT/result.json: its headline numbers and what is
+needed to tell runs apart (preset, tokenizer, training seed, a hash of the resolved configs, the
+commit, the CPU). Studies keep these files and compare runs without their folders.
+
+    result = pipeline_result(PipelineDir(Path("runs/pipeline")), report)   # report: lgvq.report's dict
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from lgvq.devices import cpu_description
+from lgvq.runs import PipelineDir
+
+RESULT_VERSION = 1
+STAGE_RUNS = ("tokenizer", "prior", "captioner", "vqa")
+
+
+def config_hash(pipeline: PipelineDir, description: dict | None) -> str:
+    """sha256 (16 hex digits) of every stage's resolved config (RUN/config.yaml, with the output
+    folders and the store path left out, since a run may live anywhere; the training seed stays
+    in) and the evaluation settings: two runs with equal hashes ran the same settings."""
+    digest = hashlib.sha256()
+    for name in STAGE_RUNS:
+        path = getattr(pipeline, name).config
+        if path.is_file():
+            config = yaml.safe_load(path.read_text()) or {}
+            for section in config.values():
+                if isinstance(section, dict):
+                    section.pop("output_dir", None)
+            config.pop("store", None)
+            digest.update(f"{name}:{yaml.safe_dump(config, sort_keys=True)}".encode())
+    evaluation = {k: (description or {}).get(k) for k in ("dataset", "num_prompts", "sample_seeds")}
+    digest.update(repr(sorted(evaluation.items())).encode())
+    return digest.hexdigest()[:16]
+
+
+def source_commit() -> dict:
+    """The git commit of the lgvq checkout in use and whether it had uncommitted changes (None
+    outside a git checkout, e.g. an installed wheel)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def training_seed(pipeline: PipelineDir) -> int | None:
+    path = pipeline.tokenizer.config
+    if not path.is_file():
+        return None
+    return ((yaml.safe_load(path.read_text()) or {}).get("train") or {}).get("seed")
+
+
+def headline_metrics(report: dict) -> dict:
+    """The report's headline numbers, flat and named as docs/results.md names them."""
+    t, a, p = report.get("tokenizer") or {}, report.get("alignment") or {}, report.get("prior") or {}
+    c, q = report.get("captioning") or {}, report.get("vqa") or {}
+    recon = t.get("reconstruction_faithfulness") or {}
+    faithful = p.get("faithfulness") or {}
+    return {
+        "psnr": t.get("psnr"), "ssim": t.get("ssim"), "codebook_usage": t.get("codebook_usage"),
+        "perplexity": t.get("perplexity"), "tokens_per_image": t.get("tokens_per_image"),
+        "codebook_size": t.get("codebook_size"),
+        "reconstruction_faithful_one": recon.get("one_object"), "reconstruction_faithful_two": recon.get("two_objects"),
+        "retrieval_r@1": a.get("retrieval_r@1"), "relation_mse": a.get("relation_mse"),
+        "masked_word_own": a.get("mask_recall@1/mask1/own/content"),
+        "masked_word_swapped": a.get("mask_recall@1/mask1/swapped/content"),
+        "prior_nll": (p.get("validation") or {}).get("nll"),
+        "faithful_one": faithful.get("one_object"), "faithful_two": faithful.get("two_objects"),
+        "faithful_per_seed": {seed: {"one": r.get("one_object"), "two": r.get("two_objects")}
+                              for seed, r in (p.get("faithfulness_per_seed") or {}).items()},
+        "cider_d": c.get("CIDEr-D"), "bleu_4": c.get("BLEU-4"),
+        "vqa": q.get("accuracy"), "vqa_per_type": q.get("per_type") or {},
+    }
+
+
+def pipeline_result(pipeline: PipelineDir, report: dict) -> dict:
+    description = report.get("run") or {}
+    timings, memory = report.get("timings_s") or {}, report.get("peak_memory_mb") or {}
+    return {
+        "version": RESULT_VERSION,
+        "preset": description.get("preset", "full"), "dataset": description.get("dataset"),
+        "tokenizer": description.get("tokenizer"), "training_seed": training_seed(pipeline),
+        "config_hash": config_hash(pipeline, description), **source_commit(),
+        "cpu": description.get("cpu") or cpu_description(),
+        "metrics": headline_metrics(report),
+        "minutes": {stage: seconds / 60 for stage, seconds in timings.items()},
+        "wall_minutes": sum(report.get("wall_s") or []) / 60 or None,
+        "peak_memory_mb": memory,
+    }
