@@ -49,33 +49,3 @@ def resolve_mixed_precision(value: str, device: str | torch.device | None = None
         return value
     return "bf16" if native_bf16(resolve_device(device)) else "no"
 
-
-# the vector extensions that decide a CPU's speed class here (fp32 FMA width, native bf16)
-CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu_description() -> dict:
-    """The CPU a run ran on: model name, cores this process may use, and which of CPU_FEATURES it
-    has (from /proc/cpuinfo; empty where that file does not exist), e.g. for a report's
-    `2 cores of AMD EPYC (AVX2)`."""
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "cores": cores, "features": [f for f in CPU_FEATURES if f in flags]}
-
-
-def cpu_class(cpu: dict) -> str:
-    """A one-line name of a cpu_description(): '2 cores, AMD EPYC, AVX2 only' / '... AVX512-BF16'."""
-    features = cpu.get("features") or []
-    isa = ("AMX" if "amx_bf16" in features else "AVX512-BF16" if "avx512_bf16" in features
-           else "AVX512" if "avx512f" in features else "AVX2 only" if "avx2" in features else "no AVX2")
-    return f"{cpu.get('cores')} cores, {cpu.get('model')}, {isa}"

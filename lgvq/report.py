@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lgvq.devices import cpu_class
+from lgvq.cpu import cpu_class
 from lgvq.evaluation.results import write_results
 from lgvq.run_result import pipeline_result
 from lgvq.runs import PipelineDir, StoreDir

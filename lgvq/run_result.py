@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from lgvq.devices import cpu_description
+from lgvq.cpu import cpu_description
 from lgvq.runs import PipelineDir
 
 RESULT_VERSION = 1

@@ -132,6 +132,8 @@ fi
 [[ "$TOKENIZER" == cvq* ]] && TOKENIZER_CONFIGS+=(--config "$CVQ_CONFIG")
 [[ "$TOKENIZER" == vqct* ]] && TOKENIZER_CONFIGS+=(--config "$VQCT_CONFIG") \
   && TOKENIZER_EXTRA+=("model.quantizer.vqct.vocab=$OUT/vocab")
+# VQCT stores hold several tokens per grid cell, which the quick prior's 2 x 2 blocks cannot group
+[[ "$TOKENIZER" == vqct* && "$PRESET" == quick ]] && PRIOR_EXTRA=("model.group_size=1" "${PRIOR_EXTRA[@]}")
 [[ "$TOKENIZER" == *_lg ]] && TOKENIZER_CONFIGS+=(--config "$LG_CONFIG")
 
 if [[ "$DRY_RUN" != 1 ]]; then
@@ -141,7 +143,7 @@ python - "$OUT/pipeline.json" "$PRESET" "$DATASET" "$TOKENIZER" "$NUM_PROMPTS" "
   "${TOKENIZER_OVERRIDES:-}" "${PRIOR_OVERRIDES:-}" "${HEAD_OVERRIDES:-}" <<'EOF'
 import json, sys
 out, preset, dataset, tokenizer, prompts, seeds, *overrides = sys.argv[1:]
-from lgvq.devices import cpu_description
+from lgvq.cpu import cpu_description
 json.dump({"preset": preset, "dataset": dataset, "tokenizer": tokenizer, "num_prompts": int(prompts),
            "sample_seeds": seeds, "overrides": dict(zip(("tokenizer", "prior", "heads"), overrides)),
            "cpu": cpu_description()}, open(out, "w"), indent=2)
