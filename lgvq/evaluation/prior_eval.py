@@ -52,8 +52,9 @@ def evaluate_faithfulness(pipeline, scorer, prompts: list[str], seed: int = 0, o
     them (NNNN.png + prompts.txt)."""
     images = []
     step = int(sampling.pop("batch_size", 0) or pipeline.defaults["batch_size"])
+    best_of = int(sampling.get("best_of") or pipeline.defaults.get("best_of", 1))  # samples drawn per prompt
     # one bar over all prompts, in tokens, so it moves smoothly (a chunk of prompts takes seconds)
-    with tqdm(total=len(prompts) * pipeline.prior.config.seq_len, desc=f"sampling prompts (seed {seed})",
+    with tqdm(total=len(prompts) * best_of * pipeline.prior.config.seq_len, desc=f"sampling prompts (seed {seed})",
               unit="tok", unit_scale=True, leave=False) as bar:
         for start in range(0, len(prompts), step):
             chunk = prompts[start:start + step]
