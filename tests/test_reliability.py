@@ -5,11 +5,13 @@ disk stops a run with a message and its earlier checkpoints intact."""
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,15 +47,26 @@ def finite(folder) -> bool:
 
 
 # -- 1. a diverged run never writes (or names) a checkpoint with non-finite weights ----------------
-def test_divergence_keeps_only_finite_checkpoints(tmp_path):
+def test_divergence_names_a_kept_finite_checkpoint(tmp_path):
+    # lr 1e6 warmed up over 1000 steps: step 1 (lr 1e3) leaves finite weights, step 2 does not
     cfg = tokenizer_config(tmp_path, "huge_lr", lr=1e6, warmup_steps=1000, checkpoint_every=1, keep_checkpoints=2,
                            max_steps=20)
     with pytest.raises(TrainingDiverged) as e:
         fit(cfg)
     kept = ckpt.checkpoint_dirs(tmp_path / "huge_lr" / "checkpoints")
-    assert all(finite(p) for p in kept), [p.name for p in kept if not finite(p)]
-    named = [p for p in kept if str(p) in str(e.value)]
-    assert named or "no good checkpoint" in str(e.value), str(e.value)
+    assert kept and all(finite(p) for p in kept), [p.name for p in kept if not finite(p)]
+    named = re.search(r"last good checkpoint: (\S+)", str(e.value))
+    assert named, str(e.value)
+    assert Path(named.group(1)) == kept[-1] and finite(kept[-1])  # the newest kept one, whole and finite
+    assert ckpt.resolve_resume(kept[-1].parent, "latest") == kept[-1]
+
+
+def test_divergence_before_the_first_checkpoint_says_none_is_good(tmp_path):
+    cfg = tokenizer_config(tmp_path, "early", lr=1e6, warmup_steps=1000, checkpoint_every=10, max_steps=20)
+    with pytest.raises(TrainingDiverged, match="no good checkpoint was written yet") as e:
+        fit(cfg)
+    assert "train.lr" in str(e.value)
+    assert ckpt.checkpoint_dirs(tmp_path / "early" / "checkpoints") == []
 
 
 # -- 2. a batch size below one is refused instead of spinning forever --------------------------------
@@ -170,3 +183,81 @@ def test_full_disk_during_a_checkpoint(tmp_path):
     root = tmp_path / "full" / "checkpoints"
     assert {p.name: (p / "model.safetensors").read_bytes() for p in ckpt.checkpoint_dirs(root)} == kept
     assert not list(root.glob(".tmp-*"))
+
+
+# -- a read-only output folder: a message naming it, exit 2, nothing earlier lost ---------------------
+def _read_only_for_this_user():
+    """Make directory permissions bind in the child even for root: drop the capabilities that let
+    root write (and search) anywhere from its bounding set before exec (then they are gone)."""
+    if os.geteuid() != 0:
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def drop():
+        for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+    return drop
+
+
+def _lgvq(*args):
+    return subprocess.run([sys.executable, "-m", "lgvq", *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env=os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                          preexec_fn=_read_only_for_this_user())
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _assert_one_line_refusal(done, *names):
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    error = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and all(str(n) in error[0] for n in names), done.stderr[-2000:]
+
+
+def test_read_only_run_folder_stops_with_a_message_and_keeps_the_checkpoints(tmp_path):
+    cfg = tokenizer_config(tmp_path, "ro")
+    fit(cfg)  # checkpoints of steps 4 and 6
+    root = tmp_path / "ro" / "checkpoints"
+    kept = {name: _snapshot(tmp_path / "ro" / name) for name in ("checkpoints", "model")}
+    root.chmod(0o555)
+    try:
+        done = _lgvq("train-tokenizer", "--config", cfg, "--resume", "latest", "train.max_steps=8")
+    finally:
+        root.chmod(0o755)
+    _assert_one_line_refusal(done, "no permission")
+    # nothing earlier lost, no temporary folder left (the run record and logs note the resume)
+    assert {name: _snapshot(tmp_path / "ro" / name) for name in kept} == kept
+
+    parent = tmp_path / "locked"
+    parent.mkdir(mode=0o555)
+    done = _lgvq("train-tokenizer", "--config", tokenizer_config(tmp_path, "fresh"), f"train.output_dir={parent}/run")
+    _assert_one_line_refusal(done, parent / "run")
+    assert list(parent.iterdir()) == []
+
+
+def test_read_only_store_folder_is_refused_and_an_existing_store_kept(tmp_path, tiny_tokenizer_dir):
+    store = tmp_path / "store"
+    encode_store(tiny_tokenizer_dir, store, splits=["validation"], text_encoder="none", device="cpu")
+    before = _snapshot(store)
+    for folder in (store, store / "validation"):
+        folder.chmod(0o555)
+    try:
+        done = _lgvq("encode", "--tokenizer", tiny_tokenizer_dir, "--out", store, "--splits", "validation",
+                     "--text-encoder", "none", "--overwrite")
+    finally:
+        for folder in (store, store / "validation"):
+            folder.chmod(0o755)
+    _assert_one_line_refusal(done, store)
+    assert _snapshot(store) == before
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    done = _lgvq("encode", "--tokenizer", tiny_tokenizer_dir, "--out", locked / "codes", "--splits", "validation",
+                 "--text-encoder", "none")
+    _assert_one_line_refusal(done, locked / "codes")
+    assert list(locked.iterdir()) == []

@@ -37,7 +37,7 @@ from numpy.lib.format import open_memmap
 from lgvq.config import DataConfig, load_config
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import collate
-from lgvq.errors import StoreError
+from lgvq.errors import OutputWriteError, StoreError, describe_write_error, write_errno
 from lgvq.runs import RunDir, StoreDir
 
 STORE_VERSION = 1
@@ -121,13 +121,35 @@ def encode_split(tokenizer, dataset: ImageTextDataset, out: str | Path, request:
     made for the same request (a store made from other inputs is refused, or replaced with
     `overwrite`). `text_cache_dir`: a caption-feature cache to reuse (e.g. the tokenizer run's
     `lgvq.text_cache_dir`)."""
+    out = Path(out)
+    try:
+        if overwrite and out.exists():
+            _discard(out)
+        check_store_matches(out, request)
+        out.mkdir(parents=True, exist_ok=True)
+        return _encode_into(tokenizer, dataset, out, request, batch_size, device, num_classes, class_names, progress,
+                            text_cache_dir)
+    except OSError as e:
+        if isinstance(e, OutputWriteError) or write_errno(e) is None:
+            raise
+        raise OutputWriteError(f"could not write the code store {out} ({describe_write_error(e)}); what it held "
+                               f"before is intact. Fix the permission or free space and run the same command "
+                               f"again, or choose another --out") from e
+
+
+def _discard(out: Path) -> None:
+    """Remove an old store for --overwrite: renamed aside first, so that a folder this process may
+    not change stays whole (the rename fails before anything is deleted)."""
+    aside = out.with_name(f".discard-{out.name}-{os.getpid()}")
+    out.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _encode_into(tokenizer, dataset: ImageTextDataset, out: Path, request: StoreRequest, batch_size: int,
+                 device: str, num_classes: int | None, class_names: list[str] | None, progress: bool,
+                 text_cache_dir: str | Path | None) -> Path:
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    check_store_matches(out, request)
-    out.mkdir(parents=True, exist_ok=True)
     manifest_path, progress_path = out / "store.json", out / "progress.json"
     num_images = len(dataset)
     num_items = num_images * request.copies
