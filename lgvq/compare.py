@@ -1,6 +1,8 @@
 """The tokenizer comparison (`scripts/compare_tokenizers.sh`, `lgvq report --compare ROOT`).
 
-    ROOT/TOKENIZER/seedN/report.json     one pipeline run per tokenizer and seed
+    ROOT/TOKENIZER/seedN/report.json     one pipeline run folder per tokenizer and seed, or
+    ROOT/TOKENIZER/seedN.json            its OUT/result.json alone (`--results DIR`: a study kept
+                                         in the repository, without run folders)
 
 writes ROOT/table.md (mean ± std per tokenizer over its seeds, then for each backbone the paired
 difference with and without LG-VQ: per seed, and its mean ± std), ROOT/compare.json (every
@@ -24,39 +26,46 @@ class Metric:
     name: str  # the column
     path: tuple[str, ...]  # where it is in report.json
     fmt: str
+    result: tuple[str, ...]  # where it is in result.json (lgvq.run_result), in the column's unit
     scale: float = 1.0  # report value x scale = the column's unit
     paired: bool = True  # False for what the config fixes (codebook size): no with-minus-without row
 
 
 def _minutes(stage: str) -> Metric:
-    return Metric(f"{stage} min", ("timings_s", stage), "{:.1f}", 1 / 60)
+    return Metric(f"{stage} min", ("timings_s", stage), "{:.1f}", ("minutes", stage), 1 / 60)
+
+
+def _m(name: str, path: tuple[str, ...], fmt: str, result_key: str, **kw) -> Metric:
+    return Metric(name, path, fmt, ("metrics", *result_key.split("/")), **kw)
 
 
 # the table's column groups, each printed as its own table (one row per tokenizer)
 METRIC_GROUPS: dict[str, list[Metric]] = {
     "Reconstruction and codebook": [
-        Metric("PSNR", ("tokenizer", "psnr"), "{:.2f}"),
-        Metric("SSIM", ("tokenizer", "ssim"), "{:.3f}"),
-        Metric("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}"),
-        Metric("perplexity", ("tokenizer", "perplexity"), "{:.0f}"),
-        Metric("codebook size", ("tokenizer", "codebook_size"), "{:.0f}", paired=False),
-        Metric("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}", paired=False),
-        Metric("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}"),
-        Metric("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}"),
+        _m("PSNR", ("tokenizer", "psnr"), "{:.2f}", "psnr"),
+        _m("SSIM", ("tokenizer", "ssim"), "{:.3f}", "ssim"),
+        _m("codes used %", ("tokenizer", "codebook_usage"), "{:.1%}", "codebook_usage"),
+        _m("perplexity", ("tokenizer", "perplexity"), "{:.0f}", "perplexity"),
+        _m("codebook size", ("tokenizer", "codebook_size"), "{:.0f}", "codebook_size", paired=False),
+        _m("tokens / image", ("tokenizer", "tokens_per_image"), "{:.0f}", "tokens_per_image", paired=False),
+        _m("black-patch code entropy", ("tokenizer", "black_patch_entropy"), "{:.2f}", "black_patch_entropy"),
+        _m("recon faithful 2 obj", ("tokenizer", "reconstruction_faithfulness", "two_objects"), "{:.1%}",
+           "reconstruction_faithful_two"),
     ],
     "Alignment": [
-        Metric("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}"),
-        Metric("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}"),
-        Metric("masked word R@1 swapped", ("alignment", "mask_recall@1/mask1/swapped/content"), "{:.3f}"),
+        _m("retrieval R@1", ("alignment", "retrieval_r@1"), "{:.3f}", "retrieval_r@1"),
+        _m("masked word R@1 own", ("alignment", "mask_recall@1/mask1/own/content"), "{:.3f}", "masked_word_own"),
+        _m("masked word R@1 swapped", ("alignment", "mask_recall@1/mask1/swapped/content"), "{:.3f}",
+           "masked_word_swapped"),
     ],
     "Text-to-image and captioning": [
-        Metric("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}"),
-        Metric("faithful 2 obj", ("prior", "faithfulness", "two_objects"), "{:.1%}"),
-        Metric("BLEU-4", ("captioning", "BLEU-4"), "{:.3f}"),
-        Metric("CIDEr-D", ("captioning", "CIDEr-D"), "{:.3f}"),
+        _m("faithful 1 obj", ("prior", "faithfulness", "one_object"), "{:.1%}", "faithful_one"),
+        _m("faithful 2 obj", ("prior", "faithfulness", "two_objects"), "{:.1%}", "faithful_two"),
+        _m("BLEU-4", ("captioning", "BLEU-4"), "{:.3f}", "bleu_4"),
+        _m("CIDEr-D", ("captioning", "CIDEr-D"), "{:.3f}", "cider_d"),
     ],
-    "VQA": [Metric("VQA all", ("vqa", "accuracy"), "{:.1%}")]
-    + [Metric(f"VQA {kind}", ("vqa", "per_type", kind), "{:.1%}") for kind in QUESTION_TYPES],
+    "VQA": [_m("VQA all", ("vqa", "accuracy"), "{:.1%}", "vqa")]
+    + [_m(f"VQA {kind}", ("vqa", "per_type", kind), "{:.1%}", f"vqa_per_type/{kind}") for kind in QUESTION_TYPES],
     "Training minutes per stage": [_minutes(stage) for stage in ("tokenizer", "prior", "captioner", "vqa")],
 }
 COMPARE_METRICS = [metric for group in METRIC_GROUPS.values() for metric in group]
@@ -74,16 +83,29 @@ def _dig(report: dict, path: tuple[str, ...]):
     return report
 
 
+def run_values(path: Path) -> dict[str, float]:
+    """metric -> value of one run, from its report.json or its result.json (metrics it lacks are
+    left out)."""
+    data = json.loads(path.read_text())
+    if path.name == "report.json":
+        return {m.name: float(v) * m.scale for m in COMPARE_METRICS if (v := _dig(data, m.path)) is not None}
+    return {m.name: float(v) for m in COMPARE_METRICS if (v := _dig(data, m.result)) is not None}
+
+
 def collect(root: str | Path) -> dict[str, dict[str, dict[str, float]]]:
-    """tokenizer -> seed folder name -> metric -> value (metrics a run lacks are left out)."""
+    """tokenizer -> seed name -> metric -> value, from ROOT/TOKENIZER/seedN/report.json (run
+    folders) and ROOT/TOKENIZER/seedN.json (result files; a run folder wins for the same seed)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(f"{root} is not a folder of ROOT/TOKENIZER/seedN runs or result files")
     found: dict = {}
-    for tok_dir in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        for report_file in sorted(tok_dir.glob("seed*/report.json")):
-            report = json.loads(report_file.read_text())
-            values = {m.name: float(v) * m.scale for m in COMPARE_METRICS if (v := _dig(report, m.path)) is not None}
-            found.setdefault(tok_dir.name, {})[report_file.parent.name] = values
+    for tok_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = {f.stem: f for f in sorted(tok_dir.glob("seed*.json"))}
+        files |= {f.parent.name: f for f in sorted(tok_dir.glob("seed*/report.json"))}
+        for seed in sorted(files):
+            found.setdefault(tok_dir.name, {})[seed] = run_values(files[seed])
     if not found:
-        raise InputFileError(f"no ROOT/TOKENIZER/seed*/report.json under {root}")
+        raise InputFileError(f"no ROOT/TOKENIZER/seed*/report.json or ROOT/TOKENIZER/seed*.json under {root}")
     known = {name: i for i, name in enumerate(ORDER)}
     return {name: found[name] for name in sorted(found, key=lambda n: (known.get(n, len(ORDER)), n))}
 

@@ -19,17 +19,31 @@ from lgvq.data.transforms import to_tensor, to_uint8
 from lgvq.errors import DataError, InputFileError, OutputExistsError
 
 
-def load_image(image: str | Path | Image.Image, size: int) -> torch.Tensor:
-    """A file (or PIL image), resized to size x size -> (3, size, size) in [-1, 1]."""
+def load_image(image: str | Path | Image.Image, size: int, max_pixels: int | None = None) -> torch.Tensor:
+    """A file (or PIL image), resized to size x size -> (3, size, size) in [-1, 1]. An image of
+    more than `max_pixels` pixels (default: PIL's decompression-bomb limit) is refused before it
+    is decoded."""
     if isinstance(image, Image.Image):
+        _check_pixels(image, "the image", max_pixels)
         return to_tensor(np.array(image.convert("RGB").resize((size, size), Image.BICUBIC)))
     try:
         with Image.open(image) as im:
+            _check_pixels(im, f"image {image}", max_pixels)
             return to_tensor(np.array(im.convert("RGB").resize((size, size), Image.BICUBIC)))
     except FileNotFoundError as e:
         raise InputFileError(f"image {image} not found") from e
+    except Image.DecompressionBombError as e:  # PIL refuses it while reading the header
+        limit = min(max_pixels or 2 * Image.MAX_IMAGE_PIXELS, 2 * Image.MAX_IMAGE_PIXELS)
+        raise DataError(f"image {image} is too large ({str(e).split(' exceeds')[0].lower()}); the largest accepted "
+                        f"is {limit:,} pixels (scale it down first)") from e
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"cannot read image {image}: {e}") from e
+
+
+def _check_pixels(im: Image.Image, name: str, max_pixels: int | None) -> None:
+    if max_pixels is not None and im.width * im.height > max_pixels:
+        raise DataError(f"{name} is too large ({im.width} x {im.height} pixels); the largest accepted is "
+                        f"{max_pixels:,} pixels (scale it down first)")
 
 
 def load_images(images: Sequence[str | Path | Image.Image], size: int) -> torch.Tensor:

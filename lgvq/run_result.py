@@ -8,7 +8,9 @@ commit, the CPU). Studies keep these files and compare runs without their folder
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -36,6 +38,19 @@ def config_hash(pipeline: PipelineDir, description: dict | None) -> str:
             digest.update(f"{name}:{yaml.safe_dump(config, sort_keys=True)}".encode())
     evaluation = {k: (description or {}).get(k) for k in ("dataset", "num_prompts", "sample_seeds")}
     digest.update(repr(sorted(evaluation.items())).encode())
+    return digest.hexdigest()[:16]
+
+
+def plan_hash(listing: str, out: str) -> str:
+    """sha256 (16 hex digits) of what a pipeline run is set to do, known before it runs: its
+    stages' commands (`scripts/run_pipeline.sh --dry-run`, the output folder written as OUT, so
+    the hash does not depend on where the run lives) and the contents of the config files they
+    name. Code changes do not enter it: a study skips a run already done with the same settings."""
+    text = listing.replace(out.rstrip("/"), "OUT")
+    digest = hashlib.sha256(text.encode())
+    for config in sorted(set(re.findall(r"--config (\S+)", text))):
+        path = Path(config)
+        digest.update(f"{config}:".encode() + (path.read_bytes() if path.is_file() else b"missing"))
     return digest.hexdigest()[:16]
 
 
@@ -69,7 +84,7 @@ def headline_metrics(report: dict) -> dict:
     return {
         "psnr": t.get("psnr"), "ssim": t.get("ssim"), "codebook_usage": t.get("codebook_usage"),
         "perplexity": t.get("perplexity"), "tokens_per_image": t.get("tokens_per_image"),
-        "codebook_size": t.get("codebook_size"),
+        "codebook_size": t.get("codebook_size"), "black_patch_entropy": t.get("black_patch_entropy"),
         "reconstruction_faithful_one": recon.get("one_object"), "reconstruction_faithful_two": recon.get("two_objects"),
         "retrieval_r@1": a.get("retrieval_r@1"), "relation_mse": a.get("relation_mse"),
         "masked_word_own": a.get("mask_recall@1/mask1/own/content"),
@@ -90,10 +105,17 @@ def pipeline_result(pipeline: PipelineDir, report: dict) -> dict:
         "version": RESULT_VERSION,
         "preset": description.get("preset", "full"), "dataset": description.get("dataset"),
         "tokenizer": description.get("tokenizer"), "training_seed": training_seed(pipeline),
-        "config_hash": config_hash(pipeline, description), **source_commit(),
+        "config_hash": config_hash(pipeline, description), "plan_hash": description.get("plan_hash"),
+        **source_commit(),
         "cpu": description.get("cpu") or cpu_description(),
         "metrics": headline_metrics(report),
         "minutes": {stage: seconds / 60 for stage, seconds in timings.items()},
         "wall_minutes": sum(report.get("wall_s") or []) / 60 or None,
         "peak_memory_mb": memory,
     }
+
+
+if __name__ == "__main__":  # python -m lgvq.run_result plan-hash OUT < listing (for the shell scripts)
+    if sys.argv[1:2] != ["plan-hash"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m lgvq.run_result plan-hash OUT < dry-run listing")
+    print(plan_hash(sys.stdin.read(), sys.argv[2]))

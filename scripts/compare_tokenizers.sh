@@ -5,6 +5,7 @@
 #
 #   scripts/compare_tokenizers.sh [--root runs/compare] [--seeds "0 1 2"] [--tokenizers "vqgan vqgan_lg ..."]
 #                                 [--stop-after tokenizer|prior|all] [--num-prompts 200] [--jobs 1]
+#                                 [--results DIR]
 #
 # Each run is scripts/run_pipeline.sh --out ROOT/TOKENIZER/seedN with train.seed=N for every stage,
 # so rerunning skips what is done and resumes what was interrupted. TOKENIZER_OVERRIDES /
@@ -13,6 +14,10 @@
 # GPU, if there is one), with its output in ROOT/TOKENIZER/seedN/pipeline.log; each job takes the
 # next run when it is free. A failed run does not stop the others: the table is written from the
 # runs that finished and the script exits 1, naming the failed ones.
+# --results DIR (e.g. results/study): each finished run's OUT/result.json is copied to
+# DIR/TOKENIZER/seedN.json, a run whose file is there for the same settings (its plan_hash: the
+# stages' commands and config files, lgvq.run_result.plan_hash) is skipped, and the table is made
+# from DIR's files, so a study can be completed piece by piece on different machines.
 set -euo pipefail
 ROOT=runs/compare
 SEEDS="0 1 2"
@@ -20,6 +25,7 @@ TOKENIZERS="vqgan vqgan_lg cvq cvq_lg vqct vqct_lg"
 STOP_AFTER=all
 NUM_PROMPTS=200
 JOBS=1
+RESULTS=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --root) ROOT="$2"; shift 2 ;;
@@ -28,7 +34,8 @@ while [[ $# -gt 0 ]]; do
     --stop-after) STOP_AFTER="$2"; shift 2 ;;
     --num-prompts) NUM_PROMPTS="$2"; shift 2 ;;
     --jobs) JOBS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --results) RESULTS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "error: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -44,13 +51,28 @@ read -r -a CPUS <<< "$(python -c "import os; print(*sorted(os.sched_getaffinity(
 SHARE=$(( ${#CPUS[@]} / JOBS ))
 (( SHARE >= 1 )) || SHARE=1
 
-run_one() {  # run_one TOKENIZER SEED [PREFIX...]: one pipeline run, its seed in every stage
-  local tok="$1" seed="$2"; shift 2
+run_one() {  # run_one TOKENIZER SEED [--dry-run] [PREFIX...]: one pipeline run, its seed in every stage
+  local tok="$1" seed="$2" dry=(); shift 2
+  [[ "${1:-}" == --dry-run ]] && dry=(--dry-run) && shift
   TOKENIZER_OVERRIDES="${TOKENIZER_OVERRIDES:-} train.seed=$seed" \
   PRIOR_OVERRIDES="${PRIOR_OVERRIDES:-} train.seed=$seed" \
   HEAD_OVERRIDES="${HEAD_OVERRIDES:-} train.seed=$seed" \
     "$@" "$here/run_pipeline.sh" --tokenizer "$tok" --out "$ROOT/$tok/seed$seed" --stop-after "$STOP_AFTER" \
-    --num-prompts "$NUM_PROMPTS"
+    --num-prompts "$NUM_PROMPTS" "${dry[@]}"
+}
+
+kept_already() {  # kept_already TOKENIZER SEED: DIR holds this run's result for the same settings
+  local tok="$1" seed="$2" file="$RESULTS/$1/seed$2.json" plan
+  [[ -n "$RESULTS" && -f "$file" ]] || return 1
+  plan=$(run_one "$tok" "$seed" --dry-run | python -m lgvq.run_result plan-hash "$ROOT/$tok/seed$seed")
+  python -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("plan_hash") != sys.argv[2])' "$file" "$plan"
+}
+
+keep_result() {  # keep_result TOKENIZER SEED: copy the finished run's result.json into DIR
+  [[ -n "$RESULTS" ]] || return 0
+  mkdir -p "$RESULTS/$1"
+  cp "$ROOT/$1/seed$2/result.json" "$RESULTS/$1/seed$2.json"
+  echo "=== $1, seed $2: result kept in $RESULTS/$1/seed$2.json"
 }
 
 next_run() {  # the index of the next run no job has taken yet: a counter in a file, under a lock
@@ -73,14 +95,19 @@ job() {  # job K: takes the next run until none is left; with --jobs > 1 on its 
   while i=$(next_run) && (( i < ${#RUNS[@]} )); do
     read -r tok seed <<< "${RUNS[$i]}"
     out="$ROOT/$tok/seed$seed"
+    if kept_already "$tok" "$seed"; then
+      echo "=== $tok, seed $seed: in $RESULTS already with the same settings, skipped"
+      continue
+    fi
     mkdir -p "$out"
     if (( JOBS == 1 )); then
       echo "=== $tok, seed $seed"
-      run_one "$tok" "$seed" && continue
+      run_one "$tok" "$seed" && keep_result "$tok" "$seed" && continue
     else
       echo "=== $tok, seed $seed: started $(date +%H:%M:%S) on cores $cpus (log: $out/pipeline.log)"
       if run_one "$tok" "$seed" "${prefix[@]}" >> "$out/pipeline.log" 2>&1; then
         echo "=== $tok, seed $seed: finished $(date +%H:%M:%S)"
+        keep_result "$tok" "$seed"
         continue
       fi
       tail -n 5 "$out/pipeline.log" >&2
@@ -99,9 +126,10 @@ for (( k = 0; k < JOBS && k < ${#RUNS[@]}; k++ )); do
   job "$k" & pids+=("$!")
 done
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+TABLE_FROM="${RESULTS:-$ROOT}"  # with --results, the table of every kept result (earlier machines' too)
 if (( failed )); then
-  lgvq report --compare "$ROOT" || true  # the table of the runs that finished, if any did
+  lgvq report --compare "$TABLE_FROM" || true  # the table of the runs that finished, if any did
   echo "error: some runs failed (above); the same command again resumes them and skips the finished ones" >&2
   exit 1
 fi
-lgvq report --compare "$ROOT"
+lgvq report --compare "$TABLE_FROM"

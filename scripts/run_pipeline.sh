@@ -37,6 +37,7 @@ SAMPLE_SEEDS=0,1,2
 STOP_AFTER=all
 DRY_RUN=0
 START=$(date +%s)
+ARGS=("$@")
 read -r -a TOKENIZER_EXTRA <<< "${TOKENIZER_OVERRIDES:-}"
 read -r -a PRIOR_EXTRA <<< "${PRIOR_OVERRIDES:-}"
 read -r -a HEAD_EXTRA <<< "${HEAD_OVERRIDES:-}"
@@ -139,14 +140,15 @@ fi
 if [[ "$DRY_RUN" != 1 ]]; then
 mkdir -p "$OUT/.stages" "$OUT/logs"
 # what this run is, for the report's "what was run"
-python - "$OUT/pipeline.json" "$PRESET" "$DATASET" "$TOKENIZER" "$NUM_PROMPTS" "$SAMPLE_SEEDS" \
+PLAN_HASH=$("$HERE/run_pipeline.sh" "${ARGS[@]}" --dry-run | python -m lgvq.run_result plan-hash "$OUT")
+python - "$OUT/pipeline.json" "$PRESET" "$DATASET" "$TOKENIZER" "$NUM_PROMPTS" "$SAMPLE_SEEDS" "$PLAN_HASH" \
   "${TOKENIZER_OVERRIDES:-}" "${PRIOR_OVERRIDES:-}" "${HEAD_OVERRIDES:-}" <<'EOF'
 import json, sys
-out, preset, dataset, tokenizer, prompts, seeds, *overrides = sys.argv[1:]
+out, preset, dataset, tokenizer, prompts, seeds, plan, *overrides = sys.argv[1:]
 from lgvq.cpu import cpu_description
 json.dump({"preset": preset, "dataset": dataset, "tokenizer": tokenizer, "num_prompts": int(prompts),
            "sample_seeds": seeds, "overrides": dict(zip(("tokenizer", "prior", "heads"), overrides)),
-           "cpu": cpu_description()}, open(out, "w"), indent=2)
+           "plan_hash": plan, "cpu": cpu_description()}, open(out, "w"), indent=2)
 EOF
 fi
 stage() {  # stage NAME COMMAND...: run once, record its wall time and peak memory, log to OUT/logs/NAME.log

@@ -1,6 +1,7 @@
 """scripts/run_pipeline.sh end to end at toy size: stages, skip-on-rerun, report."""
 
 import json
+import shutil
 import os
 import re
 import signal
@@ -235,8 +236,10 @@ def test_compare_script_stops_after_the_tokenizer_in_parallel_jobs(tmp_path):
     code store or prior. --jobs 2: two pipelines at once, each on its own core with its own log; a
     run that fails (seed "x") does not stop the other, and the script exits 1 naming it."""
     env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER}
-    done = subprocess.run([str(REPO / "scripts" / "compare_tokenizers.sh"), "--root", str(tmp_path),
-                           "--tokenizers", "cvq", "--seeds", "0 x", "--stop-after", "tokenizer", "--jobs", "2"],
+    results = tmp_path / "kept"
+    compare = [str(REPO / "scripts" / "compare_tokenizers.sh"), "--root", str(tmp_path), "--tokenizers", "cvq",
+               "--stop-after", "tokenizer", "--results", str(results)]
+    done = subprocess.run([*compare, "--seeds", "0 x", "--jobs", "2"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "=== cvq, seed x: FAILED" in done.stderr and "some runs failed" in done.stderr
@@ -247,8 +250,21 @@ def test_compare_script_stops_after_the_tokenizer_in_parallel_jobs(tmp_path):
     report = json.loads((run / "report.json").read_text())
     assert report["tokenizer"]["codebook_size"] == 64 and report["prior"] is None
     assert not (run / "codes").exists() and not (run / "prior").exists()
-    row = next(r for r in (tmp_path / "table.md").read_text().splitlines() if r.startswith("| cvq |"))
+    row = next(r for r in (results / "table.md").read_text().splitlines() if r.startswith("| cvq |"))
     assert "| 1 |" in row and "| 64 | 16 |" in row  # one finished seed; codebook size, tokens (32 px, f = 8)
+
+    # --results: the finished run's result.json is kept; the same settings again skip it, and the
+    # table comes from the kept files alone (no run folder needed)
+    kept = json.loads((results / "cvq" / "seed0.json").read_text())
+    assert not (results / "cvq" / "seedx.json").exists()
+    assert kept["metrics"]["psnr"] == report["tokenizer"]["psnr"] and len(kept["plan_hash"]) == 16
+    shutil.rmtree(run)
+    again = subprocess.run([*compare, "--seeds", "0"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cvq, seed 0: in" in again.stdout and "skipped" in again.stdout and not run.exists()
+    row = next(r for r in (results / "table.md").read_text().splitlines() if r.startswith("| cvq |"))
+    assert "| 1 |" in row and "| 64 | 16 |" in row
 
 
 def test_stages_side_by_side_keep_every_record(tmp_path):
@@ -258,3 +274,16 @@ def test_stages_side_by_side_keep_every_record(tmp_path):
     assert all(p.wait(timeout=120) == 0 for p in started)
     for record in ("commands.json", "timings.json", "peak_memory.json"):
         assert sorted(json.loads((tmp_path / record).read_text())) == [f"stage{i}" for i in range(8)], record
+
+
+def test_plan_hash_is_the_settings_not_the_folder(tmp_path, monkeypatch):
+    from lgvq.run_result import plan_hash
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("lr: 1\n")
+    listing = "== tokenizer: lgvq train-tokenizer --config a.yaml train.output_dir={out}/tokenizer\n"
+    first = plan_hash(listing.format(out="runs/one"), "runs/one")
+    assert plan_hash(listing.format(out="elsewhere/two"), "elsewhere/two/") == first  # where it lives: no
+    assert plan_hash(listing.format(out="runs/one") + "train.seed=1", "runs/one") != first  # its commands: yes
+    (tmp_path / "a.yaml").write_text("lr: 2\n")
+    assert plan_hash(listing.format(out="runs/one"), "runs/one") != first  # its config files' contents: yes

@@ -2,11 +2,8 @@
 gets tiny-model overrides appended, every other argument is the README's own. So the examples a
 user copies cannot drift from the code."""
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 
@@ -44,17 +41,23 @@ def test_the_readme_has_the_user_guide_commands():
 
 
 @pytest.mark.slow
-def test_readme_commands_run_as_written(tmp_path):
+def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    """In this process (`lgvq.cli.main`, what the `lgvq` script calls): a process each would spend
+    most of the test importing torch again; the pipeline tests run the CLI in processes."""
+    from accelerate.state import AcceleratorState
+
+    from lgvq.cli import main
+
     (tmp_path / "configs").symlink_to(REPO / "configs")  # the README's relative config paths
-    env = os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # the fine-tuning example reads a folder of the user's own images: make one
-    subprocess.run([sys.executable, "-m", "lgvq", "data", "export-shapes", "--out", "mydata", "--num", "24",
-                    "--num-val", "8", "--image-size", "32"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert main(["data", "export-shapes", "--out", "mydata", "--num", "24", "--num-val", "8", "--image-size", "32"]) == 0
     for command in readme_commands():
         argv = shlex.split(command)
         if argv[1] in SERVERS:
             continue
         argv += shlex.split(TINY.get(argv[1], ""))
-        done = subprocess.run([sys.executable, "-m", "lgvq", *argv[1:]], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=600)
-        assert done.returncode == 0, f"README command failed: {command}\n{done.stderr[-3000:]}"
+        code = main(argv[1:])
+        AcceleratorState._reset_state(reset_partial_state=True)  # one per process, as for separate commands
+        assert code == 0, f"README command failed: {command}\n{capsys.readouterr().err[-3000:]}"

@@ -45,6 +45,7 @@ def answer_question(model: str | Path, image: str | Path, question: str) -> str:
     if not question.strip():
         raise UsageError("empty question: ask something about the image, e.g. --question 'what colour is the circle?'")
     head, tokenizer = load_head(model, VQAHead)
+    head.check_questions([question])
     return head.answer(image_codes(tokenizer, [image]), [question])[0]
 
 

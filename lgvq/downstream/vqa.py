@@ -19,6 +19,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
 from lgvq.downstream.code_reader import CodeReader
+from lgvq.errors import PromptError
 from lgvq.downstream.text_vocab import TextVocab
 from lgvq.hub import LgvqModelMixin
 from lgvq.xtransformers import Decoder, Encoder
@@ -54,10 +55,25 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
         self.codes.code_vectors.copy_(vectors)
 
     def encode_questions(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> ids (B, T), mask (B, T); a question longer than the head reads is truncated (data
+        questions; a user's question goes through `check_questions` first)."""
         for q in questions:
             if not isinstance(q, str) or not q.strip():
-                raise ValueError("empty question: ask something about the image, e.g. 'what colour is the circle?'")
+                raise PromptError("empty question: ask something about the image, e.g. 'what colour is the circle?'")
         return self.vocab.encode(questions, self.config.max_question_length, add_bos_eos=False)
+
+    def check_questions(self, questions: list[str]) -> None:
+        """A user's questions: not empty and within the head's length (never silently cut)."""
+        limit = self.config.max_question_length
+        for q in questions:
+            if not isinstance(q, str) or not q.strip():
+                raise PromptError("empty question: ask something about the image, e.g. 'what colour is the circle?'")
+            head = q[:20 * limit]  # enough text for more than `limit` tokens; a 5,000-character question is cut
+            n = len(self.vocab.tokenizer(head, add_special_tokens=False)["input_ids"])
+            if n > limit:
+                shown = q if len(q) <= 80 else q[:77] + "..."
+                raise PromptError(f"question {shown!r} has {'over ' if len(head) < len(q) else ''}{n} tokens; this "
+                                  f"head reads at most {limit}")
 
     def forward(self, codes: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor,
                 targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

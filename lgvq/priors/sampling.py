@@ -17,6 +17,7 @@ draws several samples per prompt and keeps the highest-scoring one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -46,6 +47,9 @@ def next_token(logits: torch.Tensor, temperature: float, top_k: int | None, top_
 
 
 def check_sampling_args(temperature: float, top_k: int | None, top_p: float | None, cfg_scale: float) -> None:
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("cfg_scale", cfg_scale)):
+        if value is not None and not math.isfinite(value):
+            raise PromptError(f"{name} must be a finite number, not {value}")
     if temperature < 0:
         raise PromptError(f"temperature must be >= 0 (0 = greedy), not {temperature}")
     if top_k is not None and top_k < 0:
@@ -70,6 +74,9 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
     With `return_scores` also each sample's (B,) conditional minus null log-likelihood of its
     sampled tokens (see the module's docstring; a conditional prior only), returned last."""
     check_sampling_args(temperature, top_k, top_p, cfg_scale)
+    if top_k and top_k > prior.config.vocab_size:
+        raise PromptError(f"top_k must be at most the codebook size, {prior.config.vocab_size} (0 turns it off), "
+                          f"not {top_k}")
     prior.check_condition(cond)
     was_training = prior.training
     prior.eval()
