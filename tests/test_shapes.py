@@ -1,4 +1,4 @@
-"""The built-in `shapes` data against its contract (shared/spec/shapes.md)."""
+"""The built-in `shapes` data against its contract (docs/shapes.md)."""
 
 import json
 import re
