@@ -11,10 +11,9 @@ and the two steps alternate so machine noise hits both alike. Target: ratio <= 1
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import side_by_side
 
 from lgvq.config import load_config
 from lgvq.data.datasets import build_dataset
@@ -60,15 +59,9 @@ def main() -> None:
     text.cache.precompute(dataset.all_captions(), progress=False)
     plain, aligned = make_step(cfg, None), make_step(cfg, text)
     batches = train_stream(dataset, cfg.data, cfg.train.batch_size, seed=0)
-    times = {"plain": [], "lgvq": []}
-    for i in range(args.warmup + args.steps):
-        batch = next(batches)
-        for name, step in (("plain", plain), ("lgvq", aligned)) if i % 2 == 0 else (("lgvq", aligned), ("plain", plain)):
-            t = time.perf_counter()
-            step(batch)
-            if i >= args.warmup:
-                times[name].append(time.perf_counter() - t)
-    p_med, l_med = statistics.median(times["plain"]), statistics.median(times["lgvq"])
+    medians = side_by_side({"plain": plain, "lgvq": aligned}, rounds=args.steps, warmup=args.warmup,
+                           inputs=lambda i: (next(batches),))
+    p_med, l_med = medians["plain"], medians["lgvq"]
     print(f"config {args.config} + {args.overlay} {' '.join(args.overrides)}, batch {cfg.train.batch_size}, threads {torch.get_num_threads()}")
     print(f"plain VQ-GAN step  {1000 * p_med:8.1f} ms (median of {args.steps})")
     print(f"LG-VQ step         {1000 * l_med:8.1f} ms")

@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prior_gpu import cuda_seconds, matmul_ceiling, text_condition, training_flops_per_token  # noqa: E402
+from timing import median_time  # noqa: E402
 
 from lgvq.config import load_config  # noqa: E402
 from lgvq.priors.model import PriorTransformer  # noqa: E402
@@ -50,14 +51,7 @@ def seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
     """Median wall seconds of fn() (on a GPU with CUDA events: prior_gpu.cuda_seconds)."""
     if device.type == "cuda":
         return cuda_seconds(fn, repeats, warmup)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return median_time(fn, device, warmup, repeats)
 
 
 @contextlib.contextmanager

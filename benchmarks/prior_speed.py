@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
+import timing
 
 from lgvq.config import load_config
 from lgvq.data.datasets import build_dataset
@@ -36,24 +35,10 @@ from lgvq.tokenizers.model import VQTokenizer
 from lgvq.training.optim import build_adam
 
 
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
-
-
 def side_by_side(a, b, repeats: int, device) -> tuple[float, float]:
     """Median seconds of a and b, alternating so that machine noise hits both alike."""
-    a(), b()  # warm-up
-    ta, tb = [], []
-    for _ in range(repeats):
-        ta.append(timed(a, device))
-        tb.append(timed(b, device))
-    return statistics.median(ta), statistics.median(tb)
+    medians = timing.side_by_side({"a": a, "b": b}, rounds=repeats, warmup=1, device=device)
+    return medians["a"], medians["b"]
 
 
 def text_prior(pcfg: PriorRunConfig, seq_len: int, vocab: int, device, group_size: int = 1) -> PriorTransformer:

@@ -15,34 +15,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
-import time
 
 import torch
+from timing import median_time
 
 from lgvq.config import load_config
 from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.losses import VQGANLoss
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.training.optim import build_adam
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_it(fn, device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench(cfg: TokenizerRunConfig, device: torch.device, batch: int, warmup: int, repeats: int,
@@ -77,11 +58,11 @@ def bench(cfg: TokenizerRunConfig, device: torch.device, batch: int, warmup: int
         with autocast():
             tok.encode(x)
 
-    results = {"train_img_s": batch / time_it(lambda: train_step(False), device, warmup, repeats)}
+    results = {"train_img_s": batch / median_time(lambda: train_step(False), device, warmup, repeats)}
     if loss.discriminator is not None:
-        results["train_gan_img_s"] = batch / time_it(lambda: train_step(True), device, warmup, repeats)
+        results["train_gan_img_s"] = batch / median_time(lambda: train_step(True), device, warmup, repeats)
     tok.eval()
-    results["encode_img_s"] = batch / time_it(encode, device, warmup, repeats)
+    results["encode_img_s"] = batch / median_time(encode, device, warmup, repeats)
     return results
 
 

@@ -4,8 +4,8 @@
     precision = resolve_mixed_precision("auto", device)   # "bf16" where native, else "no"
 
 Why `auto` matters: on a CPU without AVX512-BF16 or AMX (e.g. an AVX2-only EPYC) a bf16 matmul
-is emulated and runs ~100x slower than fp32 (measured on 2 cores: 0.9 against 153 GFLOP/s for a
-1024^3 matmul), so a config that asks for bf16 unconditionally would crawl there.
+is emulated and runs about a hundred times slower than fp32 (docs/results.md#speed), so a config
+that asks for bf16 unconditionally would crawl there.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from lgvq.errors import ConfigError
 
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
@@ -44,7 +46,7 @@ def resolve_mixed_precision(value: str, device: str | torch.device | None = None
     """`train.mixed_precision` as accelerate takes it: `auto` becomes bf16 where the device runs
     it natively and no (fp32) elsewhere; the other values pass through."""
     if value not in MIXED_PRECISIONS:
-        raise ValueError(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, not {value!r}")
+        raise ConfigError(f"train.mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, not {value!r}")
     if value != "auto":
         return value
     return "bf16" if native_bf16(resolve_device(device)) else "no"

@@ -15,10 +15,11 @@ from pathlib import Path
 from diffusers import ModelMixin
 
 from lgvq.errors import InputFileError, LgvqError, WrongModelKindError
+from lgvq.runs import MODEL_CONFIG
 
 
 def saved_class_name(path: str | Path) -> str | None:
-    config = Path(path) / "config.json"
+    config = Path(path) / MODEL_CONFIG
     if not config.is_file():
         return None
     try:
@@ -41,7 +42,7 @@ class LgvqModelMixin(ModelMixin):
         if not path.exists():
             raise InputFileError(f"{path} does not exist; give a model folder written by save_pretrained "
                                  f"(a run's RUN/model, or the run folder itself)")
-        if not (path / "config.json").is_file():
+        if not (path / MODEL_CONFIG).is_file():
             raise InputFileError(f"{path} holds no config.json: it is not a saved lgvq model folder "
                                  f"(expected config.json + *.safetensors written by save_pretrained)")
         found = saved_class_name(path)

@@ -120,6 +120,16 @@ CASES = {
     "samples folder holds older samples": lambda r: (sample("--prompt", "a red circle", out="old_samples")(r),
                                                      "old_samples"),
     "output folder is a file": lambda r: (sample("--prompt", "a red circle", out="a_file")(r), "a_file"),
+    # config values the schema cannot check (one of a set of names): the model's own check, same message form
+    "unknown encoder type": tokenizer_train("model.encoder_type=bogus"),
+    "unknown quantizer kind": tokenizer_train("model.quantizer.kind=bogus"),
+    "unknown schedule": tokenizer_train("train.schedule=bogus"),
+    "unknown crop": tokenizer_train("data.crop=bogus"),
+    "unknown mixed precision": tokenizer_train("train.mixed_precision=fp8"),
+    "alignment diagnostics of a plain tokenizer": lambda r: (["evaluate-alignment", "--model", str(r["tokenizer"])],
+                                                             "alignment modules"),
+    "top-k above the codebook": lambda r: (sample("--prompt", "a red circle", "--top-k", "100000")(r),
+                                           "codebook size"),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lgvq.errors import ConfigError
+
 ALIGNMENTS = ("none", "lgvq")
 
 
@@ -14,4 +16,4 @@ def build_alignment(spec: dict, code_dim: int, token_shape: tuple[int, int]):
 
         return LGVQAlignment(LGVQConfig(**spec["config"]), code_dim, token_shape[0] * token_shape[1],
                              spec["text_width"], spec["sentence_width"], spec["vocab_size"])
-    raise ValueError(f"unknown alignment method {method!r}; expected one of {ALIGNMENTS[1:]}")
+    raise ConfigError(f"unknown alignment method {method!r}; expected one of {ALIGNMENTS[1:]}")

@@ -32,6 +32,7 @@ from lgvq.alignment.modules import (
     VisualTokenEncoder,
 )
 from lgvq.devices import native_bf16
+from lgvq.errors import ConfigError
 from lgvq.text.encoder import TextFeatures
 
 TEXT_CONTEXTS = ("embeddings", "masked", "unmasked")
@@ -109,9 +110,9 @@ class LGVQAlignment(nn.Module):
                  vocab_size: int):
         super().__init__()
         if cfg.precision not in PRECISIONS:
-            raise ValueError(f"lgvq.precision must be one of {PRECISIONS}, not {cfg.precision!r}")
+            raise ConfigError(f"lgvq.precision must be one of {PRECISIONS}, not {cfg.precision!r}")
         if cfg.mtp_text_context not in TEXT_CONTEXTS:
-            raise ValueError(f"lgvq.mtp_text_context must be one of {TEXT_CONTEXTS}, not {cfg.mtp_text_context!r}")
+            raise ConfigError(f"lgvq.mtp_text_context must be one of {TEXT_CONTEXTS}, not {cfg.mtp_text_context!r}")
         self.cfg = cfg
         self.visual = VisualTokenEncoder(code_dim, num_tokens, cfg.visual_width, text_width, cfg.visual_layers,
                                          cfg.visual_heads)

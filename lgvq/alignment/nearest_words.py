@@ -17,7 +17,7 @@ from collections import Counter
 import torch
 import torch.nn.functional as F
 
-from lgvq.errors import UsageError
+from lgvq.errors import NotAlignedError, UsageError
 
 # words that name nothing in an image; left out of a vocabulary mined from captions
 FUNCTION_WORDS = frozenset(
@@ -30,7 +30,7 @@ class NearestWords:
         from lgvq.text.encoder import FrozenTextEncoder
 
         if tokenizer.aligner is None:
-            raise UsageError("this tokenizer was saved without its alignment modules (alignment: none, or "
+            raise NotAlignedError("this tokenizer was saved without its alignment modules (alignment: none, or "
                              "lgvq.keep_in_export=false): its codes have no words")
         if not words:
             raise UsageError("no words to compare the codes with")

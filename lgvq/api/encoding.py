@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -17,8 +18,10 @@ from lgvq.runs import StoreDir
 from lgvq.text.vocab import Vocabulary, build_vocab
 from lgvq.tokenizers.model import VQTokenizer
 
+log = logging.getLogger(__name__)
 
-def encode_store(tokenizer: str | Path, out: str | Path, data: str | None = None, overrides: Sequence[str] = (),
+
+def encode_store(tokenizer: str | Path, out: str | Path, *, data: str | None = None, overrides: Sequence[str] = (),
                  splits: Sequence[str] = ("train", "validation"), copies: int = 1, text_encoder: str = "auto",
                  text_max_length: int = 32, text_cache_dir: str | Path | None = None, batch_size: int = 64,
                  device: str | None = None, overwrite: bool = False) -> dict[str, Path]:
@@ -48,12 +51,12 @@ def encode_store(tokenizer: str | Path, out: str | Path, data: str | None = None
         written[split] = encode_split(model, dataset, store.split(split), request, batch_size=batch_size,
                                       device=str(resolve_device(device)), num_classes=len(names) if names else None,
                                       class_names=names, text_cache_dir=text_cache_dir, overwrite=overwrite)
-        print(f"{split}: {len(dataset)} images encoded to {written[split]}")
+        log.info("%s: %d images encoded to %s", split, len(dataset), written[split])
     keep_tokenizer_copy(store.root, model_dir)  # after encoding: a store of another tokenizer was refused above
     return written
 
 
-def build_vocabulary(out: str | Path, data: str = "shapes", overrides: Sequence[str] = (), source: str = "captions",
+def build_vocabulary(out: str | Path, *, data: str = "shapes", overrides: Sequence[str] = (), source: str = "captions",
                      text_encoder: str = "minilm", min_count: int = 11, max_words: int = 4096,
                      tagger: str = "lexicon") -> Vocabulary:
     """VQCT's adjective / noun vocabulary with edges and word vectors, mined from the data's

@@ -8,6 +8,7 @@ writes them as JSON (by default RUN/eval/NAME.json) and returns them.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lgvq.devices import resolve_device
 from lgvq.downstream.captioning import CaptionHead
 from lgvq.downstream.training import HeadRunConfig
 from lgvq.downstream.vqa import VQAHead
-from lgvq.errors import UsageError
+from lgvq.errors import NotAlignedError, UsageError
 from lgvq.evaluation.alignment_eval import evaluate_alignment
 from lgvq.evaluation.head_eval import caption_metrics, generate_captions, vqa_accuracy
 from lgvq.evaluation.prior_eval import evaluate_faithfulness, mean_faithfulness, prior_fid, validation_nll
@@ -32,6 +33,8 @@ from lgvq.runs import RunDir, StoreDir, model_dir
 from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.model import VQTokenizer
 
+log = logging.getLogger(__name__)
+
 
 def _finish(results: dict, model: Path, out: str | Path | None, name: str) -> dict:
     """Write the results (RUN/eval/NAME.json unless `out`); the returned dict also says where."""
@@ -40,7 +43,7 @@ def _finish(results: dict, model: Path, out: str | Path | None, name: str) -> di
     return results | {"written_to": str(path)}
 
 
-def evaluate_tokenizer_run(model: str | Path, data: str | None = None, overrides: Sequence[str] = (),
+def evaluate_tokenizer_run(model: str | Path, *, data: str | None = None, overrides: Sequence[str] = (),
                            limit: int | None = None, batch_size: int = 64, device: str | None = None,
                            inception_path: str | None = None, lpips_vgg_path: str | None = None,
                            fid: bool = True, out: str | Path | None = None) -> dict:
@@ -57,7 +60,7 @@ def evaluate_tokenizer_run(model: str | Path, data: str | None = None, overrides
     return _finish(results, model, out, "tokenizer")
 
 
-def evaluate_alignment_run(model: str | Path, data: str | None = None, overrides: Sequence[str] = (),
+def evaluate_alignment_run(model: str | Path, *, data: str | None = None, overrides: Sequence[str] = (),
                            limit: int | None = None, batch_size: int = 100, device: str | None = None,
                            out: str | Path | None = None) -> dict:
     """LG-VQ diagnostics (retrieval, masked-word recall, relation MSE) of a tokenizer saved with its
@@ -66,7 +69,7 @@ def evaluate_alignment_run(model: str | Path, data: str | None = None, overrides
     tokenizer = VQTokenizer.from_pretrained(model)
     spec = tokenizer.config.alignment
     if not spec:
-        raise UsageError(f"{model} holds a tokenizer without alignment modules; evaluate-alignment needs one "
+        raise NotAlignedError(f"{model} holds a tokenizer without alignment modules; evaluate-alignment needs one "
                          f"trained with alignment: lgvq (and lgvq.keep_in_export=true)")
     data_cfg = data_config_for(data, model, overrides)
     data_cfg.image_size = tokenizer.config.resolution
@@ -77,7 +80,7 @@ def evaluate_alignment_run(model: str | Path, data: str | None = None, overrides
     return _finish(results, model, out, "alignment")
 
 
-def evaluate_prior_run(prior: str | Path, store: str | Path | None = None, seeds: Sequence[int] = (0,),
+def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, seeds: Sequence[int] = (0,),
                        num_prompts: int = 200, limit: int | None = None, fid: bool = True,
                        inception_path: str | None = None, device: str | None = None,
                        out: str | Path | None = None, **sampling) -> dict:
@@ -97,7 +100,7 @@ def evaluate_prior_run(prior: str | Path, store: str | Path | None = None, seeds
         results["validation"] = validation_nll(pipe.prior, validation, limit=limit, device=pipe.device)
         dataset = build_dataset(validation.data_config(), "validation")
     else:
-        print(f"no validation split in {codes.root}; skipping NLL")
+        log.warning("no validation split in %s; skipping NLL", codes.root)
     scorer = dataset.scorer() if dataset is not None else None
     if pipe.prior.config.conditioning == "text" and scorer is not None:
         prompts, per_seed = scorer.prompts(num_prompts), {}
@@ -115,7 +118,7 @@ def evaluate_prior_run(prior: str | Path, store: str | Path | None = None, seeds
     return _finish(results, run.model, out, "prior")
 
 
-def evaluate_head_run(model: str | Path, store: str | Path | None = None, beams: int = 3, limit: int | None = None,
+def evaluate_head_run(model: str | Path, *, store: str | Path | None = None, beams: int = 3, limit: int | None = None,
                       device: str | None = None, out: str | Path | None = None) -> dict:
     """VQA accuracy per question type, or captioning BLEU / METEOR / ROUGE-L / CIDEr-D, on the
     validation split of the head's store (or `store`)."""

@@ -32,7 +32,7 @@ def _check_request(kind: str, prompts, classes, unconditional: bool) -> None:
                          f"sample it with {WHAT_TO_GIVE[kind]}")
 
 
-def sample_images(prior: str | Path, prompts: Sequence[str] | None = None, classes: Sequence[str] | None = None,
+def sample_images(prior: str | Path, *, prompts: Sequence[str] | None = None, classes: Sequence[str] | None = None,
                   unconditional: bool = False, num_images: int = 4, seed: int | None = 0, device: str | None = None,
                   out: str | Path | None = None, overwrite: bool = False,
                   **sampling) -> tuple[list[Image.Image], list[str] | None]:
@@ -56,7 +56,7 @@ def sample_images(prior: str | Path, prompts: Sequence[str] | None = None, class
     return images, [str(w) for w in wanted for _ in range(num_images)]
 
 
-def complete_image(prior: str | Path, image: str | Path | Image.Image, keep_top: float = 0.5,
+def complete_image(prior: str | Path, image: str | Path | Image.Image, *, keep_top: float = 0.5,
                    prompt: str | None = None, class_: str | None = None, num_images: int = 4, seed: int | None = 0,
                    device: str | None = None, out: str | Path | None = None, overwrite: bool = False,
                    **sampling) -> list[Image.Image]:

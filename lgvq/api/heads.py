@@ -36,7 +36,7 @@ def image_codes(tokenizer: VQTokenizer, images: Sequence[str | Path]) -> torch.T
     return tokenizer.encode(load_images(images, tokenizer.config.resolution)).reshape(len(images), -1)
 
 
-def caption_images(model: str | Path, images: Sequence[str | Path], beams: int = 3) -> list[str]:
+def caption_images(model: str | Path, images: Sequence[str | Path], *, beams: int = 3) -> list[str]:
     head, tokenizer = load_head(model, CaptionHead)
     return head.generate(image_codes(tokenizer, images), beams=beams)
 
@@ -49,7 +49,7 @@ def answer_question(model: str | Path, image: str | Path, question: str) -> str:
     return head.answer(image_codes(tokenizer, [image]), [question])[0]
 
 
-def rank(model: str | Path, images: Sequence[str | Path], texts: Sequence[str], direction: str = "i2t",
+def rank(model: str | Path, images: Sequence[str | Path], texts: Sequence[str], *, direction: str = "i2t",
          top_k: int = 3) -> list[tuple[str, list[tuple[str, float]]]]:
     """For each image (i2t) or text (t2i), the best-matching texts (images) and their similarity."""
     if not texts or not images:
@@ -67,7 +67,7 @@ def rank(model: str | Path, images: Sequence[str | Path], texts: Sequence[str], 
     return out
 
 
-def fill_mask(model: str | Path, image: str | Path, caption: str, top_k: int = 3) -> list[list[tuple[str, float]]]:
+def fill_mask(model: str | Path, image: str | Path, caption: str, *, top_k: int = 3) -> list[list[tuple[str, float]]]:
     """For each [MASK] of the caption, the top-k words the masked-text predictor reads from the image."""
     aligned = AlignedTokenizer.from_pretrained(model)
     return aligned.fill_mask(load_image(image, aligned.tokenizer.config.resolution), caption, top_k)

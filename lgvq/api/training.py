@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -22,6 +23,8 @@ from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.training import TokenizerTask
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
 
 Stage = Literal["tokenizer", "prior", "captioner", "vqa"]
 # stage -> (config schema, task factory taking (config, run folder))
@@ -63,7 +66,7 @@ def train(stage: Stage, configs: Sequence[str | Path], overrides: Sequence[str] 
                       on_start=lambda: save_config(cfg, run.config))
     out = trainer.fit()
     if trainer.accelerator.is_main_process:
-        print(f"{stage} saved to {out}")
+        log.info("%s saved to %s", stage, out)
     return out
 
 

@@ -20,7 +20,7 @@ def cmd_train_vqa(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    for path, text in zip(args.images, api().caption_images(args.model, args.images, args.beams)):
+    for path, text in zip(args.images, api().caption_images(args.model, args.images, beams=args.beams)):
         print(f"{path}\t{text}")
     return 0
 
@@ -31,7 +31,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_head(args: argparse.Namespace) -> int:
-    results = api().evaluate_head_run(args.model, args.store, args.beams, args.limit, args.device, args.out)
+    results = api().evaluate_head_run(args.model, store=args.store, beams=args.beams, limit=args.limit,
+                                      device=args.device, out=args.out)
     return print_results(results, vqa_table if results["kind"] == "vqa" else caption_table)
 
 
@@ -39,13 +40,14 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     texts = list(args.texts or [])
     if args.texts_file:
         texts += [ln.strip() for ln in Path(args.texts_file).read_text().splitlines() if ln.strip()]
-    for query, ranked in api().rank(args.model, args.images, texts, args.direction, args.top_k):
+    for query, ranked in api().rank(args.model, args.images, texts, direction=args.direction,
+                                         top_k=args.top_k):
         print(f"{query}\t" + "; ".join(f"{key} ({score:.3f})" for key, score in ranked))
     return 0
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> int:
-    for i, options in enumerate(api().fill_mask(args.model, args.image, args.caption, args.top_k)):
+    for i, options in enumerate(api().fill_mask(args.model, args.image, args.caption, top_k=args.top_k)):
         print(f"mask {i + 1}: " + ", ".join(f"{w} ({p:.2f})" for w, p in options))
     return 0
 

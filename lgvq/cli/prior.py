@@ -19,9 +19,10 @@ from lgvq.evaluation.tables import prior_table
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    api().encode_store(args.tokenizer, args.out, args.data, args.overrides, args.splits.split(","), args.copies,
-                 args.text_encoder, args.text_max_length, args.text_cache_dir, args.batch_size, args.device,
-                 overwrite=args.overwrite)
+    api().encode_store(args.tokenizer, args.out, data=args.data, overrides=args.overrides,
+                       splits=args.splits.split(","), copies=args.copies, text_encoder=args.text_encoder,
+                       text_max_length=args.text_max_length, text_cache_dir=args.text_cache_dir,
+                       batch_size=args.batch_size, device=args.device, overwrite=args.overwrite)
     return 0
 
 
@@ -41,17 +42,19 @@ def _prompts(args: argparse.Namespace) -> list[str] | None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.class_.split(",")] if args.class_ is not None else None
-    images, captions = api().sample_images(args.prior, _prompts(args), classes, args.unconditional, args.num_images,
-                                           args.seed, args.device, out=args.out, overwrite=args.overwrite,
-                                           **sampling_options(args))
+    images, captions = api().sample_images(args.prior, prompts=_prompts(args), classes=classes,
+                                           unconditional=args.unconditional, num_images=args.num_images,
+                                           seed=args.seed, device=args.device, out=args.out,
+                                           overwrite=args.overwrite, **sampling_options(args))
     api().save_samples(images, args.out, captions, overwrite=args.overwrite)
     print(f"{len(images)} images and grid.png written to {args.out}")
     return 0
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    images = api().complete_image(args.prior, args.image, args.keep_top, args.prompt, args.class_, args.num_images,
-                                  args.seed, args.device, out=args.out, overwrite=args.overwrite,
+    images = api().complete_image(args.prior, args.image, keep_top=args.keep_top, prompt=args.prompt,
+                                  class_=args.class_, num_images=args.num_images, seed=args.seed,
+                                  device=args.device, out=args.out, overwrite=args.overwrite,
                                   **sampling_options(args))
     api().save_samples(images, args.out, overwrite=args.overwrite)
     print(f"{len(images)} images and grid.png written to {args.out}")
@@ -72,8 +75,10 @@ def _seeds(args: argparse.Namespace) -> list[int]:
 
 
 def cmd_evaluate_prior(args: argparse.Namespace) -> int:
-    results = api().evaluate_prior_run(args.prior, args.store, _seeds(args), args.num_prompts, args.limit, not args.no_fid,
-                                 args.inception_path, args.device, args.out, **sampling_options(args))
+    results = api().evaluate_prior_run(args.prior, store=args.store, seeds=_seeds(args),
+                                       num_prompts=args.num_prompts, limit=args.limit, fid=not args.no_fid,
+                                       inception_path=args.inception_path, device=args.device, out=args.out,
+                                       **sampling_options(args))
     return print_results(results, prior_table)
 
 

@@ -14,22 +14,23 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_tokenizer(args: argparse.Namespace) -> int:
-    results = api().evaluate_tokenizer_run(args.model, args.data, args.overrides, limit=args.limit,
-                                     batch_size=args.batch_size, device=args.device,
-                                     inception_path=args.inception_path, lpips_vgg_path=args.lpips_vgg_path,
-                                     fid=not args.no_fid, out=args.out)
+    results = api().evaluate_tokenizer_run(args.model, data=args.data, overrides=args.overrides, limit=args.limit,
+                                           batch_size=args.batch_size, device=args.device,
+                                           inception_path=args.inception_path, lpips_vgg_path=args.lpips_vgg_path,
+                                           fid=not args.no_fid, out=args.out)
     return print_results(results, tokenizer_table)
 
 
 def cmd_evaluate_alignment(args: argparse.Namespace) -> int:
-    results = api().evaluate_alignment_run(args.model, args.data, args.overrides, limit=args.limit,
-                                     batch_size=args.batch_size, device=args.device, out=args.out)
+    results = api().evaluate_alignment_run(args.model, data=args.data, overrides=args.overrides, limit=args.limit,
+                                           batch_size=args.batch_size, device=args.device, out=args.out)
     return print_results(results, alignment_table)
 
 
 def cmd_build_vocab(args: argparse.Namespace) -> int:
-    vocab = api().build_vocabulary(args.out, args.data, args.overrides, args.source, args.text_encoder, args.min_count,
-                             args.max_words, args.tagger)
+    vocab = api().build_vocabulary(args.out, data=args.data, overrides=args.overrides, source=args.source,
+                                   text_encoder=args.text_encoder, min_count=args.min_count,
+                                   max_words=args.max_words, tagger=args.tagger)
     print(f"{len(vocab.adjectives)} adjectives, {len(vocab.nouns)} nouns, {len(vocab.edges)} adjective-noun edges "
           f"written to {args.out}")
     return 0

@@ -38,7 +38,7 @@ from lgvq.config import DataConfig, load_config
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import collate
 from lgvq.errors import OutputWriteError, StoreError, describe_write_error, write_errno
-from lgvq.runs import RunDir, StoreDir
+from lgvq.runs import MODEL_CONFIG, RunDir, StoreDir
 
 STORE_VERSION = 1
 
@@ -267,7 +267,7 @@ def keep_tokenizer_copy(store_root: str | Path, tokenizer_dir: str | Path) -> Pa
     """STORE/tokenizer: a copy of the stage-one model beside its codes, so that a store moved to
     another machine still trains priors and heads. Kept if already there."""
     target = StoreDir(Path(store_root)).tokenizer
-    if not (target / "config.json").is_file():
+    if not (target / MODEL_CONFIG).is_file():
         copy_folder(Path(tokenizer_dir), target)
     return target
 
@@ -328,7 +328,7 @@ class CodeStore:
         if target.is_dir():
             return target
         candidates = (StoreDir(self.path.parent).tokenizer, Path(self.manifest["tokenizer"]))
-        source = next((c for c in candidates if (c / "config.json").is_file()), None)
+        source = next((c for c in candidates if (c / MODEL_CONFIG).is_file()), None)
         if source is None:
             raise StoreError(f"the store's tokenizer is gone: neither {candidates[0]} nor {candidates[1]} holds it; "
                              f"put the tokenizer's model folder at {candidates[0]}")

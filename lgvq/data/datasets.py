@@ -29,7 +29,7 @@ from lgvq.config import DataConfig
 from lgvq.data import shapes
 from lgvq.data.shapes_score import ShapesScorer
 from lgvq.data.transforms import ImageTransform, to_tensor
-from lgvq.errors import DataError
+from lgvq.errors import DataError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def load_hf_dataset(cfg: DataConfig, split_name: str, streaming: bool = False):
 def build_dataset(cfg: DataConfig, split: str = "train", require_captions: bool = False) -> ImageTextDataset:
     """The dataset of `split` ('train' or 'validation') described by `cfg` (map-style)."""
     if split not in ("train", "validation"):
-        raise ValueError(f"split must be 'train' or 'validation', not {split!r}")
+        raise UsageError(f"split must be 'train' or 'validation', not {split!r}")
     train = split == "train"
     if cfg.source == "shapes":
         dataset = ShapesDataset(split, cfg.num_train if train else cfg.num_val, cfg.image_size, cfg.seed,

@@ -95,7 +95,7 @@ class StreamingImageText(torch.utils.data.IterableDataset):
                     continue
                 yield self.decode(row, i, sample_rng(self.cfg.seed, epoch, i))
             if empty:
-                raise ValueError(f"{self.cfg.path} [{self.cfg.train_split}] is empty")
+                raise DataError(f"{self.cfg.path} [{self.cfg.train_split}] is empty")
 
 
 def train_stream(dataset: ImageTextDataset | None, cfg: DataConfig, batch_size: int, seed: int, rank: int = 0,

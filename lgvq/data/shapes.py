@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from lgvq.errors import UsageError
+
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
     "green": (40, 180, 60),
@@ -202,7 +204,7 @@ def make_sample(index: int, split: str = "train", seed: int = 0, image_size: int
                 two_object_fraction: float = 0.5) -> ShapesSample:
     """Generate sample `index` of `split`; a pure function of its arguments."""
     if split not in SPLITS:
-        raise ValueError(f"unknown shapes split {split!r}; expected one of {list(SPLITS)}")
+        raise UsageError(f"unknown shapes split {split!r}; expected one of {list(SPLITS)}")
     rng = np.random.default_rng([seed, SPLITS[split], index])
     n_objects = 2 if rng.random() < two_object_fraction else 1
     colours = rng.choice(len(COLOURS), size=n_objects, replace=False)

@@ -10,11 +10,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lgvq.errors import ConfigError
+
 
 class ImageTransform:
     def __init__(self, image_size: int, resize: int | None = None, crop: str = "center", flip: bool = False):
         if crop not in ("center", "random", "none"):
-            raise ValueError(f"data.crop must be center, random or none, not {crop!r}")
+            raise ConfigError(f"data.crop must be center, random or none, not {crop!r}")
         self.image_size = image_size
         self.resize = resize or image_size
         self.crop = crop

@@ -19,7 +19,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from lgvq.downstream.code_reader import CodeReader
 from lgvq.downstream.text_vocab import TextVocab
+from lgvq.errors import ConfigError, PromptError
 from lgvq.hub import LgvqModelMixin
+from lgvq.runs import MODEL_CONFIG
 from lgvq.xtransformers import Decoder, TransformerWrapper
 
 VARIANTS = ("cross_attention", "prefix")
@@ -27,7 +29,7 @@ VARIANTS = ("cross_attention", "prefix")
 
 class CaptionHead(LgvqModelMixin, ConfigMixin):
     model_kind = "captioning head"
-    config_name = "config.json"
+    config_name = MODEL_CONFIG
 
     @register_to_config
     def __init__(self, code_vocab_size: int = 1024, code_dim: int = 64, token_count: int = 256,
@@ -36,7 +38,7 @@ class CaptionHead(LgvqModelMixin, ConfigMixin):
                  dropout: float = 0.1, code_conv_layers: int = 0, token_shape: tuple | None = None):
         super().__init__()
         if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+            raise ConfigError(f"variant must be one of {VARIANTS}, not {variant!r}")
         self.vocab = TextVocab(tokenizer_name, list(token_ids or []))
         self.codes = CodeReader(torch.zeros(code_vocab_size, code_dim), token_count, dim, code_encoder_depth, heads,
                                 code_conv_layers, token_shape)
@@ -82,7 +84,7 @@ class CaptionHead(LgvqModelMixin, ConfigMixin):
                  length_penalty: float = 1.0) -> list[str]:
         """Greedy (beams=1) or beam search; beams are ranked by log-probability / length^penalty."""
         if beams < 1:
-            raise ValueError(f"beams must be >= 1, not {beams}")
+            raise PromptError(f"beams must be >= 1, not {beams}")
         was_training = self.training
         self.eval()
         max_length = max_length or self.config.max_length

@@ -16,6 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from lgvq.errors import ConfigError
 from lgvq.xtransformers import Encoder
 
 
@@ -51,8 +52,8 @@ class CodeReader(nn.Module):
         if conv_layers:
             h, w = token_shape or (0, 0)
             if h * w < 1 or token_count % (h * w):
-                raise ValueError(f"conv_layers needs the token grid: token_shape {token_shape} does not divide "
-                                 f"{token_count} tokens")
+                raise ConfigError(f"conv_layers needs the token grid: token_shape {token_shape} does not divide "
+                                  f"{token_count} tokens")
             self.grid = (h, w, token_count // (h * w))  # k tokens per position (VQCT) share a grid cell
             channels = dim * self.grid[2]
             self.conv = nn.ModuleList(GridConv(channels) for _ in range(conv_layers))

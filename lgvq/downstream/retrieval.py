@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lgvq.errors import NotAlignedError
+from lgvq.errors import ConfigError, NotAlignedError, UsageError
 from lgvq.tokenizers.model import VQTokenizer
 
 
@@ -49,7 +49,7 @@ class AlignedTokenizer:
     @torch.no_grad()
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
         if any(not t.strip() for t in texts):
-            raise ValueError("empty text: every caption to retrieve needs words")
+            raise UsageError("empty text: every caption to retrieve needs words")
         return F.normalize(self.text.encode(texts).sentence.float(), dim=-1)
 
     def similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
@@ -65,12 +65,12 @@ class AlignedTokenizer:
             raise NotAlignedError("this tokenizer was trained without the masked-text term (mtp_weight = 0)")
         mask_token = self.text.tokenizer.mask_token
         if mask_token is None:
-            raise ValueError(f"{self.text.name} has no mask token")
+            raise ConfigError(f"{self.text.name} has no mask token")
         caption = " ".join(mask_token if w == "_" else w for w in caption.split())
         feats = self.text.encode([caption])
         masked = feats.input_ids == self.text.tokenizer.mask_token_id
         if not masked.any():
-            raise ValueError(f"no {mask_token} (or _) in the caption {caption!r}: mark the words to predict")
+            raise UsageError(f"no {mask_token} (or _) in the caption {caption!r}: mark the words to predict")
         z_vt = self.visual_tokens(image[None] if image.dim() == 3 else image)
         mask_id = self.text.tokenizer.mask_token_id
         encode_masked = lambda ids, m, where: self.text(ids.masked_fill(where, mask_id), m).tokens

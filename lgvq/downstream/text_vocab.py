@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import torch
 
+from lgvq.errors import ConfigError
+
 
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str):
@@ -33,7 +35,7 @@ class TextVocab:
         self.eos_id = t.sep_token_id if t.sep_token_id is not None else t.eos_token_id
         specials = [t.pad_token_id, t.unk_token_id, self.bos_id, self.eos_id]
         if any(s is None for s in specials):
-            raise ValueError(f"tokenizer {tokenizer_name} lacks a pad, unk, start or end token")
+            raise ConfigError(f"tokenizer {tokenizer_name} lacks a pad, unk, start or end token")
         self.token_ids = list(dict.fromkeys([*specials, *token_ids]))  # pad first -> index 0
         self.index = {tid: i for i, tid in enumerate(self.token_ids)}
         self.pad, self.unk, self.bos, self.eos = (self.index[s] for s in specials)

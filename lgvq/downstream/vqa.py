@@ -19,15 +19,16 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
 from lgvq.downstream.code_reader import CodeReader
-from lgvq.errors import PromptError
 from lgvq.downstream.text_vocab import TextVocab
+from lgvq.errors import ConfigError, PromptError
 from lgvq.hub import LgvqModelMixin
+from lgvq.runs import MODEL_CONFIG
 from lgvq.xtransformers import Decoder, Encoder
 
 
 class VQAHead(LgvqModelMixin, ConfigMixin):
     model_kind = "VQA head"
-    config_name = "config.json"
+    config_name = MODEL_CONFIG
 
     @register_to_config
     def __init__(self, code_vocab_size: int = 1024, code_dim: int = 64, token_count: int = 256,
@@ -37,9 +38,9 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
                  max_question_length: int = 32, pooling: str = "last", dropout: float = 0.1, causal: bool = True):
         super().__init__()
         if not answers:
-            raise ValueError("a VQA head needs its answer vocabulary (answers=[...])")
+            raise ConfigError("a VQA head needs its answer vocabulary (answers=[...])")
         if pooling not in ("last", "mean"):
-            raise ValueError(f"pooling must be 'last' or 'mean', not {pooling!r}")
+            raise ConfigError(f"pooling must be 'last' or 'mean', not {pooling!r}")
         self.vocab = TextVocab(tokenizer_name, list(token_ids or []))
         self.codes = CodeReader(torch.zeros(code_vocab_size, code_dim), token_count, dim, code_encoder_depth, heads,
                                 code_conv_layers, token_shape)

@@ -19,6 +19,7 @@ from lgvq.alignment.lgvq import exact_word_mask
 from lgvq.alignment.losses import ras_loss
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import eval_loader
+from lgvq.errors import DataError, NotAlignedError
 from lgvq.text.cache import TextFeatureCache
 from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.model import VQTokenizer
@@ -29,8 +30,8 @@ def evaluate_alignment(model: VQTokenizer, dataset: ImageTextDataset, encoder: F
                        batch_size: int = 64, limit: int | None = None, device: str = "cpu", seed: int = 0,
                        progress: bool = True) -> dict:
     if model.aligner is None:
-        raise ValueError("this tokenizer was saved without alignment modules (alignment: none, or "
-                         "lgvq.keep_in_export=false); retrain with them kept to run the diagnostics")
+        raise NotAlignedError("this tokenizer was saved without alignment modules (alignment: none, or "
+                              "lgvq.keep_in_export=false); retrain with them kept to run the diagnostics")
     model, encoder = model.to(device).eval(), encoder.to(device)
     align = model.aligner
     cache = TextFeatureCache(encoder)
@@ -71,7 +72,7 @@ def evaluate_alignment(model: VQTokenizer, dataset: ImageTextDataset, encoder: F
             ras_sum += float(ras_loss(text.tokens, codes, text.mask)) * len(batch["caption"])
             ras_n += len(batch["caption"])
     if not captions:
-        raise ValueError("the evaluation set has no readable image-caption pairs")
+        raise DataError("the evaluation set has no readable image-caption pairs")
     results: dict = {"num_images": len(captions)}
     results |= retrieval(torch.cat(cls_all), torch.cat(sent_all), captions)
     for key, n in totals.items():

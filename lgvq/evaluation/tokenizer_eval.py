@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import eval_loader
 from lgvq.data.transforms import to_uint8
+from lgvq.errors import DataError
 from lgvq.evaluation.fid import fid_between_folders, load_inception
 from lgvq.evaluation.metrics import psnr, ssim
 from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError, find_vgg16_weights
@@ -90,7 +91,7 @@ def evaluate_tokenizer(model: VQTokenizer, dataset: ImageTextDataset, batch_size
                     Image.fromarray(b).save(rec_dir / name)
             results["num_images"] += images.shape[0]
         if results["num_images"] == 0:
-            raise ValueError("the evaluation set has no readable images")
+            raise DataError("the evaluation set has no readable images")
         results["psnr"] = float(torch.cat(psnrs).mean())
         results["ssim"] = float(torch.cat(ssims).mean())
         results["lpips"] = float(torch.cat(lpipss).mean()) if lpipss else None

@@ -38,10 +38,12 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
-from x_transformers import Decoder, Encoder, TransformerWrapper
 
+from lgvq.errors import ConfigError, PromptError
 from lgvq.hub import LgvqModelMixin
 from lgvq.priors.groups import CodeGroupHead, GroupEmbedding, from_groups, to_groups
+from lgvq.runs import MODEL_CONFIG
+from lgvq.xtransformers import Decoder, Encoder, TransformerWrapper
 
 CONDITIONINGS = ("none", "class", "text")
 
@@ -70,7 +72,7 @@ class Condition:
 
 class PriorTransformer(LgvqModelMixin, ConfigMixin):
     model_kind = "prior"
-    config_name = "config.json"
+    config_name = MODEL_CONFIG
 
     @register_to_config
     def __init__(self, vocab_size: int = 1024, seq_len: int = 256, conditioning: str = "none", num_classes: int = 0,
@@ -86,11 +88,11 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         # (`finetune.new_data_fraction`)
         super().__init__()
         if conditioning not in CONDITIONINGS:
-            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, not {conditioning!r}")
+            raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, not {conditioning!r}")
         if conditioning == "class" and num_classes < 1:
-            raise ValueError("a class-conditional prior needs num_classes >= 1")
+            raise ConfigError("a class-conditional prior needs num_classes >= 1")
         if conditioning == "text" and (text_width < 1 or text_length < 1):
-            raise ValueError("a text-conditional prior needs text_width and text_length")
+            raise ConfigError("a text-conditional prior needs text_width and text_length")
         check_groups(group_size, token_shape, tokens_per_position, seq_len)
         qk = dict(attn_qk_norm=True, attn_qk_norm_dim_scale=True) if qk_norm else {}
         self.net = TransformerWrapper(
@@ -154,17 +156,17 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         c = self.config
         if c.conditioning == "class":
             if cond.labels is None:
-                raise ValueError("this prior is class-conditional: give class labels")
+                raise PromptError("this prior is class-conditional: give class labels")
             if cond.labels.numel() and (cond.labels.min() < 0 or cond.labels.max() >= c.num_classes):
-                raise ValueError(f"class out of range: this prior knows classes 0..{c.num_classes - 1}")
+                raise PromptError(f"class out of range: this prior knows classes 0..{c.num_classes - 1}")
         elif c.conditioning == "text":
             if cond.text is None:
-                raise ValueError("this prior is text-conditional: give a prompt")
+                raise PromptError("this prior is text-conditional: give a prompt")
             if cond.text.shape[1] > c.text_length:
-                raise ValueError(f"prompt features have {cond.text.shape[1]} tokens; this prior takes at most "
-                                 f"{c.text_length}")
+                raise PromptError(f"prompt features have {cond.text.shape[1]} tokens; this prior takes at most "
+                                  f"{c.text_length}")
         elif cond.labels is not None or cond.text is not None:
-            raise ValueError("this prior is unconditional: it was not trained with classes or prompts")
+            raise PromptError("this prior is unconditional: it was not trained with classes or prompts")
 
     def prefix(self, cond: Condition, drop: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix embeddings (B, P, dim) and mask (B, P). `drop` (B,) bool swaps in the null condition."""
@@ -254,9 +256,9 @@ def check_groups(group_size: int, token_shape: tuple, tokens_per_position: int, 
         return
     h, w = token_shape
     if group_size < 1 or h % group_size or w % group_size:
-        raise ValueError(f"model.group_size {group_size} must divide the token grid {h} x {w}")
+        raise ConfigError(f"model.group_size {group_size} must divide the token grid {h} x {w}")
     if tokens_per_position != 1 or seq_len != h * w:
-        raise ValueError("model.group_size > 1 needs one token per grid position (not a VQCT store with several)")
+        raise ConfigError("model.group_size > 1 needs one token per grid position (not a VQCT store with several)")
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lgvq.errors import InputFileError
+from lgvq.errors import ConfigError, InputFileError
 from lgvq.quiet import no_library_progress
 
 DEFAULT_TEXT_ENCODER = "minilm"
@@ -68,8 +68,8 @@ class FrozenTextEncoder(nn.Module):
         if pooling == "auto":
             pooling = "eot" if self.is_clip else "mean"
         if pooling not in ("eot", "mean", "cls") or (pooling == "eot") != self.is_clip:
-            raise ValueError(f"text pooling {pooling!r} does not fit {name}: CLIP uses 'eot', "
-                             f"BERT-like encoders 'mean' or 'cls'")
+            raise ConfigError(f"text pooling {pooling!r} does not fit {name}: CLIP uses 'eot', "
+                              f"BERT-like encoders 'mean' or 'cls'")
         self.name, self.max_length, self.pooling = name, max_length, pooling
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         with no_library_progress():  # a sub-second load; its bar would nest inside the caller's
@@ -79,7 +79,7 @@ class FrozenTextEncoder(nn.Module):
                 self.model = AutoModel.from_pretrained(path)  # its pooler (if any) is loaded but unused
         limit = getattr(self.model.config, "max_position_embeddings", max_length)
         if max_length > limit:
-            raise ValueError(f"max_length {max_length} exceeds {name}'s {limit} positions")
+            raise ConfigError(f"max_length {max_length} exceeds {name}'s {limit} positions")
         self.requires_grad_(False)
         self.eval()
 

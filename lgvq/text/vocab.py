@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lgvq.errors import ConfigError, DataError
+
 FUNCTION_WORDS = frozenset("""
 a an the this that these those there here it its they them their he she his her we our you your i me my
 and or but nor so yet if then than as of in on at by for with without from to into onto over under above below
@@ -204,10 +206,10 @@ def build_vocab(captions: list[str], out: str | Path, source: str = "captions", 
         words = sorted(token_ids, key=token_ids.get)  # WordPiece ids run roughly by frequency
         vocab = mine_encoder_vocab(words, captions, max_words, embed=lambda ws: embed([f"a photo of {w}" for w in ws]))
     else:
-        raise ValueError(f"source must be 'captions' or 'encoder_vocab', not {source!r}")
+        raise ConfigError(f"source must be 'captions' or 'encoder_vocab', not {source!r}")
     if not vocab.adjectives or not vocab.nouns:
-        raise ValueError(f"the {source} vocabulary has {len(vocab.adjectives)} adjectives and {len(vocab.nouns)} "
-                         f"nouns; VQCT needs both (lower --min-count, or use --source encoder_vocab)")
+        raise DataError(f"the {source} vocabulary has {len(vocab.adjectives)} adjectives and {len(vocab.nouns)} "
+                        f"nouns; VQCT needs both (lower --min-count, or use --source encoder_vocab)")
     folder = Path(out)
     vocab.save(folder)
     vectors = embed(word_prompts(vocab))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgvq.errors import ConfigError
 from lgvq.tokenizers.config import TokenizerLossConfig
 from lgvq.tokenizers.discriminator import PatchDiscriminator
 from lgvq.tokenizers.lpips import LPIPS
@@ -36,7 +37,7 @@ class VQGANLoss(nn.Module):
     def __init__(self, cfg: TokenizerLossConfig, in_channels: int = 3):
         super().__init__()
         if cfg.rec_loss not in ("l1", "mse"):
-            raise ValueError(f"loss.rec_loss must be l1 or mse, not {cfg.rec_loss!r}")
+            raise ConfigError(f"loss.rec_loss must be l1 or mse, not {cfg.rec_loss!r}")
         self.cfg = cfg
         # LPIPS raises MissingWeightsError at build time when its VGG16 weights are absent
         self.lpips = LPIPS(cfg.lpips_vgg_path) if cfg.perceptual_weight > 0 else None

@@ -17,7 +17,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
 from lgvq.alignment import build_alignment
+from lgvq.errors import ConfigError, NotAlignedError
 from lgvq.hub import LgvqModelMixin
+from lgvq.runs import MODEL_CONFIG
 from lgvq.tokenizers.autoencoder import build_decoder, build_encoder, build_patch_decoder, build_patch_encoder
 from lgvq.tokenizers.config import QuantizerConfig, TokenizerModelConfig
 from lgvq.tokenizers.quantizers import build_quantizer, quantized_channels, upgrade_saved_config
@@ -35,7 +37,7 @@ class TokenizerOutput:
 
 class VQTokenizer(LgvqModelMixin, ConfigMixin):
     model_kind = "tokenizer"
-    config_name = "config.json"
+    config_name = MODEL_CONFIG
 
     @register_to_config
     def __init__(self, resolution: int = 64, in_channels: int = 3, ch: int = 64, ch_mult: tuple = (1, 2, 2, 4),
@@ -47,13 +49,13 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         super().__init__()
         quantizer = asdict(QuantizerConfig()) if quantizer_config is None else quantizer_config
         if num_res_blocks < 1:
-            raise ValueError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
+            raise ConfigError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
         arch = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
                     attn_resolutions=list(attn_resolutions), resolution=resolution, norm_groups=norm_groups)
         if encoder_type not in ("conv", "patch"):
-            raise ValueError(f"model.encoder_type must be conv or patch, not {encoder_type!r}")
+            raise ConfigError(f"model.encoder_type must be conv or patch, not {encoder_type!r}")
         if decoder_type not in ("conv", "patch"):
-            raise ValueError(f"model.decoder_type must be conv or patch, not {decoder_type!r}")
+            raise ConfigError(f"model.decoder_type must be conv or patch, not {decoder_type!r}")
         self.encoder = (build_patch_encoder if encoder_type == "patch" else build_encoder)(in_channels, z_channels,
                                                                                          **arch)
         quant_channels = quantized_channels(quantizer, embed_dim)
@@ -143,7 +145,7 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         losses = {"vq": q.loss, "codebook": q.codebook_loss, "commitment": q.commitment_loss}
         if alignment_inputs is not None:
             if self.aligner is None:
-                raise ValueError("this tokenizer has no alignment modules (config alignment: none)")
+                raise NotAlignedError("this tokenizer has no alignment modules (config alignment: none)")
             losses |= self.aligner(q.quantized, **alignment_inputs)
         return TokenizerOutput(self.decode_features(q.quantized), q.ids, q.quantized, losses)
 

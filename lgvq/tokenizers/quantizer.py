@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from lgvq.errors import ConfigError
+
 
 @dataclass
 class QuantizerOutput:
@@ -70,10 +72,10 @@ class VectorQuantizer(nn.Module):
                  cvq_contrastive: bool = False, restart_sampling: str = "uniform"):
         super().__init__()
         if restart_sampling not in ("uniform", "error"):
-            raise ValueError(f"restart_sampling must be uniform or error, not {restart_sampling!r}")
+            raise ConfigError(f"restart_sampling must be uniform or error, not {restart_sampling!r}")
         self.restart_sampling = restart_sampling
         if cvq_anchor not in ("probrandom", "closest", "random"):
-            raise ValueError(f"cvq_anchor must be probrandom, closest or random, not {cvq_anchor!r}")
+            raise ConfigError(f"cvq_anchor must be probrandom, closest or random, not {cvq_anchor!r}")
         self.online_clustering, self.cvq_decay, self.cvq_anchor = online_clustering, cvq_decay, cvq_anchor
         self.cvq_contrastive = cvq_contrastive
         self.register_buffer("code_usage_ema", torch.zeros(codebook_size))

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import torch
 
+from lgvq.errors import ConfigError
 from lgvq.tokenizers.quantizer import VectorQuantizer
 from lgvq.tokenizers.vqct import VQCTQuantizer, build_vqct_quantizer
 
@@ -48,7 +49,7 @@ def build_quantizer(config: dict, embed_dim: int) -> VectorQuantizer | VQCTQuant
         return build_vqct_quantizer(config["vqct"], embed_dim, config["beta"], config["legacy_beta"],
                                     config["usage_window"], config["l2_norm"])
     if kind not in ("vq", "cvq"):
-        raise ValueError(f"model.quantizer.kind must be vq, cvq or vqct, not {kind!r}")
+        raise ConfigError(f"model.quantizer.kind must be vq, cvq or vqct, not {kind!r}")
     cvq = config["cvq"]
     return VectorQuantizer(
         codebook_size=config["codebook_size"], dim=embed_dim, codebook_dim=config["codebook_dim"],

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lgvq.errors import InputFileError
+from lgvq.errors import ConfigError, InputFileError
 from lgvq.tokenizers.quantizer import record_usage, usage_stats
 
 TRANSFERS = ("gcn", "mlp", "linear")
@@ -57,7 +57,7 @@ class CodebookTransfer(nn.Module):
                  mode: str = "gcn", dropout: float = 0.5):
         super().__init__()
         if mode not in TRANSFERS:
-            raise ValueError(f"transfer must be one of {TRANSFERS}, not {mode!r}")
+            raise ConfigError(f"transfer must be one of {TRANSFERS}, not {mode!r}")
         self.mode, self.dropout = mode, dropout
         width = word_vectors.shape[1]
         self.register_buffer("word_vectors", word_vectors.float().clone())
@@ -136,8 +136,8 @@ class VQCTQuantizer(nn.Module):
         self.top_k, self.beta, self.legacy_beta, self.l2_norm = top_k, beta, legacy_beta, l2_norm
         self.num_codes = transfer.word_vectors.shape[0]
         if not 0 < num_adjectives < self.num_codes or top_k > num_adjectives:
-            raise ValueError(f"need adjectives and nouns ({num_adjectives} of {self.num_codes} codes are "
-                             f"adjectives) and top_k <= adjectives ({top_k})")
+            raise ConfigError(f"need adjectives and nouns ({num_adjectives} of {self.num_codes} codes are "
+                              f"adjectives) and top_k <= adjectives ({top_k})")
         self.register_buffer("usage_history", torch.zeros(usage_window, self.num_codes))
         self.register_buffer("usage_step", torch.zeros((), dtype=torch.long))
 

@@ -8,6 +8,8 @@ from functools import partial
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from lgvq.errors import ConfigError
+
 
 def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str, min_lr_ratio: float) -> float:
     if warmup_steps > 0 and step < warmup_steps:
@@ -21,6 +23,6 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, schedule: str, min_l
 def build_scheduler(optimizer: Optimizer, warmup_steps: int, max_steps: int, schedule: str,
                     min_lr_ratio: float) -> LambdaLR:
     if schedule not in ("cosine", "constant"):
-        raise ValueError(f"train.schedule must be cosine or constant, not {schedule!r}")
+        raise ConfigError(f"train.schedule must be cosine or constant, not {schedule!r}")
     return LambdaLR(optimizer, partial(lr_factor, warmup_steps=warmup_steps, max_steps=max_steps,
                                        schedule=schedule, min_lr_ratio=min_lr_ratio))
