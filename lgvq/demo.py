@@ -62,38 +62,26 @@ def count(value, name: str, top: int = MAX_IMAGES) -> int:
     return whole(value, f"{name} (this page's cap is {top})", 1, top)
 
 
-class CheckedSlider(gr.Slider):
-    """A slider whose value reaches lgvq unchanged, so a client's out-of-range or non-number value
-    gets lgvq's message (Gradio's own check would answer in its words)."""
-
-    is_template = True  # drawn by the frontend as gr.Slider
-
-    def preprocess(self, payload):
-        return payload
+def unchecked(component):
+    """The component's value reaches lgvq unchanged, so a client's out-of-range or non-number value
+    gets lgvq's message (Gradio's own check would answer in its words). Set on the instance: a
+    subclass of a Gradio component makes Gradio write a .pyi stub beside this module."""
+    component.preprocess = lambda payload: payload
+    return component
 
 
-class CheckedNumber(gr.Number):
-    """A number box whose value reaches lgvq unchanged (see CheckedSlider)."""
-
-    is_template = True
-
-    def preprocess(self, payload):
-        return payload
-
-
-class ImageUpload(gr.Image):
+def image_upload(label: str) -> gr.Image:
     """An image input handed on as its file path, undecoded: lgvq reads the file itself, so a file
     that is not an image, is cut short or is too large gets lgvq's message, not Gradio's."""
+    component = gr.Image(type="filepath", label=label)
+    decode = component.preprocess
 
-    is_template = True  # drawn by the frontend as gr.Image
-
-    def __init__(self, **kwargs):
-        super().__init__(type="filepath", **kwargs)
-
-    def preprocess(self, payload):
+    def path_of(payload):
         if payload is not None and payload.path is not None and not (payload.url or "").startswith("data:"):
             return str(payload.path)
-        return super().preprocess(payload)
+        return decode(payload)
+    component.preprocess = path_of
+    return component
 
 
 def runs_of(pipeline: str | Path) -> DemoRuns:
@@ -312,13 +300,13 @@ def build_demo(runs: DemoRuns, device: str | torch.device = "cpu", concurrency: 
         with gr.Tab("Text to image"):
             prompt = gr.Textbox(label="prompt", value="a large red circle above a small blue square")
             with gr.Row():
-                num_images = CheckedSlider(1, MAX_IMAGES, value=4, step=1, label="images")
-                cfg = CheckedSlider(0, 8, value=d.get("cfg_scale", 1.5), step=0.25, label="guidance")
-                temperature = CheckedSlider(0, 2, value=d.get("temperature", 1.0), step=0.05,
-                                            label="temperature (0: greedy)")
-                top_k = CheckedNumber(value=d.get("top_k", 0), precision=0, label="top-k (0: off)")
-                top_p = CheckedSlider(0.05, 1, value=d.get("top_p", 1.0), step=0.05, label="top-p (1: off)")
-                seed = CheckedNumber(value=0, precision=0, label="seed")
+                num_images = unchecked(gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images"))
+                cfg = unchecked(gr.Slider(0, 8, value=d.get("cfg_scale", 1.5), step=0.25, label="guidance"))
+                temperature = unchecked(gr.Slider(0, 2, value=d.get("temperature", 1.0), step=0.05,
+                                                  label="temperature (0: greedy)"))
+                top_k = unchecked(gr.Number(value=d.get("top_k", 0), precision=0, label="top-k (0: off)"))
+                top_p = unchecked(gr.Slider(0.05, 1, value=d.get("top_p", 1.0), step=0.05, label="top-p (1: off)"))
+                seed = unchecked(gr.Number(value=0, precision=0, label="seed"))
             go = gr.Button("Generate", variant="primary", interactive=text_prior)
             gallery = gr.Gallery(label="samples (caption: the scorer's verdict on shapes)", columns=4, format="png")
             go.click(user_errors(models.generate), [prompt, num_images, cfg, temperature, top_k, top_p, seed],
@@ -333,29 +321,29 @@ def build_demo(runs: DemoRuns, device: str | torch.device = "cpu", concurrency: 
                                                            d["top_p"], 0)
             demo.load(from_link, None, [prompt, gallery], **queued)
         with gr.Tab("Caption"):
-            cap_image = ImageUpload(label="image")
-            beams = CheckedSlider(1, 5, value=3, step=1, label="beams")
+            cap_image = image_upload("image")
+            beams = unchecked(gr.Slider(1, 5, value=3, step=1, label="beams"))
             cap_out = gr.Textbox(label="caption")
             gr.Button("Caption", variant="primary").click(user_errors(models.caption), [cap_image, beams], cap_out,
                                                          api_name="caption", **queued)
         with gr.Tab("Ask"):
-            vqa_image = ImageUpload(label="image")
+            vqa_image = image_upload("image")
             question = gr.Textbox(label="question", value="what colour is the circle?")
             answer = gr.Textbox(label="answer")
             gr.Button("Ask", variant="primary").click(user_errors(models.answer), [vqa_image, question], answer,
                                                      api_name="answer", **queued)
         with gr.Tab("Complete"):
-            comp_image = ImageUpload(label="image")
-            keep = CheckedSlider(0, 0.9, value=0.5, step=0.05, label="fraction of token rows kept")
+            comp_image = image_upload("image")
+            keep = unchecked(gr.Slider(0, 0.9, value=0.5, step=0.05, label="fraction of token rows kept"))
             comp_prompt = gr.Textbox(label="prompt (text priors)", value="a large red circle")
-            comp_n = CheckedSlider(1, MAX_IMAGES, value=4, step=1, label="completions")
-            comp_seed = CheckedNumber(value=0, precision=0, label="seed")
+            comp_n = unchecked(gr.Slider(1, MAX_IMAGES, value=4, step=1, label="completions"))
+            comp_seed = unchecked(gr.Number(value=0, precision=0, label="seed"))
             completions = gr.Gallery(label="completions", columns=4, format="png")
             gr.Button("Complete", variant="primary").click(
                 user_errors(models.complete), [comp_image, keep, comp_prompt, comp_n, comp_seed], completions,
                 api_name="complete", **queued)
         with gr.Tab("Tokens"):
-            tok_image = ImageUpload(label="image")
+            tok_image = image_upload("image")
             with gr.Row():
                 grid = gr.Image(type="pil", label="code grid (first code id of each position)", format="png")
                 rec = gr.Image(type="pil", label="reconstruction from the ids", format="png")
