@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -24,7 +23,6 @@ from lgvq.tokenizers.training import TokenizerTask
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.trainer import Trainer
 
-log = logging.getLogger(__name__)
 
 Stage = Literal["tokenizer", "prior", "captioner", "vqa"]
 # stage -> (config schema, task factory taking (config, run folder))
@@ -49,9 +47,10 @@ def stage_config(stage: Stage, configs: Sequence[str | Path], overrides: Sequenc
 
 
 def train(stage: Stage, configs: Sequence[str | Path], overrides: Sequence[str] = (), resume: str | None = None,
-          store: str | None = None, init_from: str | None = None) -> Path:
-    """Train a stage to `train.max_steps` and export its model; returns RUN/model. A run folder
-    that already holds checkpoints is only continued with `resume` ('latest' or a checkpoint)."""
+          store: str | None = None, init_from: str | None = None) -> Path | None:
+    """Train a stage to `train.max_steps` and export its model; returns RUN/model (None on the other
+    processes of a multi-process run, which do not export). A run folder that already holds
+    checkpoints is only continued with `resume` ('latest' or a checkpoint)."""
     cfg = stage_config(stage, configs, overrides, store, init_from)
     run = RunDir(Path(cfg.train.output_dir))
     if not resume and ckpt.checkpoint_dirs(run.checkpoints):
@@ -65,9 +64,7 @@ def train(stage: Stage, configs: Sequence[str | Path], overrides: Sequence[str] 
     trainer = Trainer(task, cfg.train, run.root, resume=resume, tracker_config=flat_config(cfg),
                       on_start=lambda: save_config(cfg, run.config))
     out = trainer.fit()
-    if trainer.accelerator.is_main_process:
-        log.info("%s saved to %s", stage, out)
-    return out
+    return out if trainer.accelerator.is_main_process else None
 
 
 # sections a resumed run may change (a lower lr after a divergence, more steps, sampling options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from types import ModuleType
 
 from lgvq.config import within
@@ -79,6 +80,13 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
 def sampling_options(args: argparse.Namespace) -> dict:
     return {"cfg_scale": args.cfg, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
             "batch_size": args.batch_size, "best_of": args.best_of}
+
+
+def print_trained(stage: str, model: Path | None) -> int:
+    """Say where a training verb exported its model (only the process that exported it)."""
+    if model is not None:
+        print(f"{stage} saved to {model}")
+    return 0
 
 
 def print_results(results: dict, table) -> int:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lgvq.cli.common import HelpFormatter, add_train_args, api, number, print_results
+from lgvq.cli.common import HelpFormatter, add_train_args, api, number, print_results, print_trained
 from lgvq.evaluation.tables import caption_table, vqa_table
 
 
 def cmd_train_captioner(args: argparse.Namespace) -> int:
-    api().train("captioner", args.config, args.overrides, resume=args.resume, store=args.data, init_from=args.init_from)
-    return 0
+    model = api().train("captioner", args.config, args.overrides, resume=args.resume,
+                        store=args.data, init_from=args.init_from)
+    return print_trained("captioner", model)
 
 
 def cmd_train_vqa(args: argparse.Namespace) -> int:
-    api().train("vqa", args.config, args.overrides, resume=args.resume, store=args.data, init_from=args.init_from)
-    return 0
+    model = api().train("vqa", args.config, args.overrides, resume=args.resume,
+                        store=args.data, init_from=args.init_from)
+    return print_trained("vqa", model)
 
 
 def cmd_caption(args: argparse.Namespace) -> int:

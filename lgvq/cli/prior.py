@@ -12,6 +12,7 @@ from lgvq.cli.common import (
     api,
     number,
     print_results,
+    print_trained,
     sampling_options,
 )
 from lgvq.errors import UsageError
@@ -27,8 +28,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_train_prior(args: argparse.Namespace) -> int:
-    api().train("prior", args.config, args.overrides, resume=args.resume, store=args.data, init_from=args.init_from)
-    return 0
+    model = api().train("prior", args.config, args.overrides, resume=args.resume,
+                        store=args.data, init_from=args.init_from)
+    return print_trained("prior", model)
 
 
 def _prompts(args: argparse.Namespace) -> list[str] | None:

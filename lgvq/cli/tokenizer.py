@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from lgvq.cli.common import HelpFormatter, add_eval_data_args, add_train_args, api, number, print_results
+from lgvq.cli.common import (
+    HelpFormatter,
+    add_eval_data_args,
+    add_train_args,
+    api,
+    number,
+    print_results,
+    print_trained,
+)
 from lgvq.evaluation.tables import alignment_table, tokenizer_table
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    api().train("tokenizer", args.config, args.overrides, resume=args.resume)
-    return 0
+    model = api().train("tokenizer", args.config, args.overrides, resume=args.resume)
+    return print_trained("tokenizer", model)
 
 
 def cmd_evaluate_tokenizer(args: argparse.Namespace) -> int:
