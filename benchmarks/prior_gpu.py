@@ -24,8 +24,8 @@ from torch import nn
 
 from lgvq.priors.model import Condition, PriorTransformer
 from lgvq.priors.sampling import generate
-from lgvq.tokenizers.config import quantizer_dict
 from lgvq.tokenizers.model import VQTokenizer
+from lgvq.tokenizers.quantizers.config import quantizer_dict
 from lgvq.training.optim import build_adam
 
 TEXT_WIDTH, TEXT_LENGTH = 384, 32  # MiniLM features, prompts of up to 32 WordPiece tokens

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lgvq.tokenizers.config import quantizer_dict
+from lgvq.tokenizers.quantizers.config import quantizer_dict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -9,8 +9,8 @@ from lgvq.alignment.lgvq import LGVQAlignment, LGVQConfig, exact_word_mask
 from lgvq.alignment.losses import gsa_loss, mtp_loss, ras_loss
 from lgvq.text.cache import TextFeatureCache
 from lgvq.text.encoder import FrozenTextEncoder
-from lgvq.tokenizers.config import quantizer_dict
 from lgvq.tokenizers.model import VQTokenizer
+from lgvq.tokenizers.quantizers.config import quantizer_dict
 
 
 @pytest.fixture(scope="module")

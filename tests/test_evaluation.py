@@ -13,9 +13,9 @@ from lgvq.evaluation import fid as fid_module
 from lgvq.evaluation.metrics import psnr, ssim
 from lgvq.evaluation.tables import tokenizer_table
 from lgvq.evaluation.tokenizer_eval import evaluate_tokenizer
-from lgvq.tokenizers.config import quantizer_dict
 from lgvq.tokenizers.lpips import MissingWeightsError
 from lgvq.tokenizers.model import VQTokenizer
+from lgvq.tokenizers.quantizers.config import quantizer_dict
 
 
 def test_psnr_matches_direct_computation():

@@ -2,12 +2,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lgvq.tokenizers.quantizer import VectorQuantizer, usage_stats
+from lgvq.errors import ConfigError
+from lgvq.tokenizers.quantizers import CVQQuantizer, build_quantizer
+from lgvq.tokenizers.quantizers.base import usage_stats
+from lgvq.tokenizers.quantizers.config import CVQConfig, QuantizerConfig, quantizer_config_from_dict
+
+
+def quantizer(codebook_size: int, dim: int, **fields):
+    return build_quantizer(QuantizerConfig(codebook_size=codebook_size, **fields), dim)
 
 
 def make(**kw):
     torch.manual_seed(0)
-    return VectorQuantizer(codebook_size=16, dim=6, **kw)
+    return quantizer(16, 6, **kw)
 
 
 def test_nearest_code_and_shapes():
@@ -131,8 +138,8 @@ def test_error_sampling_restarts_dead_codes_where_quantization_is_worst():
 
 
 def test_restart_sampling_is_checked():
-    with pytest.raises(ValueError, match="restart_sampling"):
-        make(restart_sampling="worst")
+    with pytest.raises(ConfigError, match="restart_sampling"):
+        quantizer_config_from_dict({"restart_sampling": "worst"})
 
 
 def test_data_init_takes_codes_from_the_first_training_batch():
@@ -157,7 +164,7 @@ def test_data_init_takes_codes_from_the_first_training_batch():
 @pytest.mark.parametrize("anchor", ["probrandom", "closest", "random"])
 def test_cvq_pulls_unused_codes_to_the_features_and_leaves_used_ones(anchor):
     torch.manual_seed(0)
-    vq = VectorQuantizer(8, 4, online_clustering=True, cvq_anchor=anchor).train()
+    vq = quantizer(8, 4, kind="cvq", cvq=CVQConfig(anchor=anchor)).train()
     with torch.no_grad():
         vq.codebook.weight.copy_(torch.randn(8, 4))
         vq.codebook.weight[1:] += 50.0  # far from the data: only code 0 is ever chosen
@@ -174,8 +181,8 @@ def test_cvq_pulls_unused_codes_to_the_features_and_leaves_used_ones(anchor):
 
 def test_cvq_contrastive_term_trains_the_codes():
     torch.manual_seed(0)
-    vq = VectorQuantizer(8, 4, cvq_contrastive=True, l2_norm=True).train()  # bounded distances: the term is not ~0
-    plain = VectorQuantizer(8, 4, l2_norm=True).train()
+    vq = quantizer(8, 4, kind="cvq", cvq=CVQConfig(contrastive=True), l2_norm=True).train()  # bounded distances: the term is not ~0
+    plain = quantizer(8, 4, kind="cvq", l2_norm=True).train()
     plain.load_state_dict(vq.state_dict())
     z = torch.randn(2, 4, 4, 4)
     with_term, without = vq(z), plain(z)
@@ -185,10 +192,10 @@ def test_cvq_contrastive_term_trains_the_codes():
 
 
 
-def official_cvq_setup(anchor: str) -> tuple[VectorQuantizer, torch.Tensor]:
+def official_cvq_setup(anchor: str) -> tuple[CVQQuantizer, torch.Tensor]:
     """The replication presets' CVQ: no l2 norm, U(-1/K, 1/K) codes, K = 1024, d = 256."""
     torch.manual_seed(0)
-    vq = VectorQuantizer(1024, 256, online_clustering=True, cvq_anchor=anchor).train()
+    vq = quantizer(1024, 256, kind="cvq", cvq=CVQConfig(anchor=anchor)).train()
     z = torch.randn(2, 256, 16, 16) * torch.rand(2, 1, 16, 16) * 2  # features of varied norms
     return vq, z.permute(0, 2, 3, 1).reshape(-1, 256)
 

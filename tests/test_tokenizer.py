@@ -4,11 +4,13 @@ import pytest
 import torch
 
 from lgvq.hub import WrongModelKindError
-from lgvq.tokenizers.config import TokenizerLossConfig, quantizer_dict
+from lgvq.tokenizers.config import TokenizerLossConfig
 from lgvq.tokenizers.discriminator import PatchDiscriminator
 from lgvq.tokenizers.losses import VQGANLoss, adaptive_weight, hinge_d_loss
 from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError
 from lgvq.tokenizers.model import VQTokenizer
+from lgvq.tokenizers.quantizers import CVQQuantizer
+from lgvq.tokenizers.quantizers.config import quantizer_dict
 
 
 def tiny(**kw):
@@ -170,7 +172,7 @@ def test_a_tokenizer_saved_with_flat_quantizer_arguments_still_loads(tmp_path):
     (tmp_path / "model" / "config.json").write_text(json.dumps(config))
     old = VQTokenizer.from_pretrained(tmp_path / "model").eval()
     assert old.config.quantizer_config == q  # the same quantizer, now as one dict
-    assert old.quantizer.online_clustering and old.quantizer.cvq_decay == 0.9
+    assert isinstance(old.quantizer, CVQQuantizer) and old.quantizer.decay == 0.9
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(old.encode(images), tok.encode(images))

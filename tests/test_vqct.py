@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from lgvq.tokenizers.vqct import CodebookTransfer, VQCTQuantizer
+from lgvq.tokenizers.quantizers.config import QuantizerConfig, VQCTConfig
+from lgvq.tokenizers.quantizers.legacy import upgrade_saved_config
+from lgvq.tokenizers.quantizers.vqct import CodebookTransfer, VQCTQuantizer
 
 N_ADJ, N_NOUN, WIDTH, D = 5, 7, 12, 6
 
@@ -62,10 +64,44 @@ def test_eval_cache_follows_new_weights():
         assert torch.allclose(net(), other() + 1.0)
 
 
-def quantizer(**kw):
+def quantizer(top_k=2, eval_codebook="draw", **fields):
     x, edges, w = graph()
     torch.manual_seed(0)
-    return VQCTQuantizer(CodebookTransfer(x, edges, w, D), N_ADJ, D, **kw)
+    spec = VQCTConfig(top_k=top_k, eval_codebook=eval_codebook, num_adjectives=N_ADJ, num_words=len(x),
+                      word_width=WIDTH, num_edges=len(edges))
+    vq = VQCTQuantizer(QuantizerConfig(kind="vqct", vqct=spec, **fields), D)
+    vq.set_words({"vectors": x, "edges": edges, "weights": w})
+    return vq
+
+
+def test_eval_codebook_is_one_fixed_dropout_draw_kept_with_the_weights():
+    drawn, mean = quantizer(), quantizer(eval_codebook="mean")
+    mean.load_state_dict({k: v for k, v in drawn.state_dict().items() if k != "transfer.eval_mask"})
+    drawn.eval(), mean.eval()
+    with torch.no_grad():
+        codes = drawn.transfer()
+        t = drawn.transfer
+        first, second = t.layers
+        hidden = torch.relu(t._propagate(t.word_vectors @ first.weight.t()) + first.bias)
+        kept = hidden * t.eval_mask / 0.5  # the units one dropout draw (p = 0.5) keeps, scaled as in training
+        assert torch.allclose(codes, t._propagate(kept @ second.weight.t()) + second.bias, atol=1e-5)
+        assert 0 < t.eval_mask.float().mean() < 1
+        assert not torch.allclose(codes, mean.transfer())  # the official codebook: no dropout at all
+        assert torch.equal(drawn.transfer.compute(), codes)  # the same draw every time
+        torch.manual_seed(1)  # another draw at build ...
+        reloaded = VQCTQuantizer(QuantizerConfig(kind="vqct", vqct=VQCTConfig(
+            num_adjectives=N_ADJ, num_words=N_ADJ + N_NOUN, word_width=WIDTH, num_edges=5)), D)
+        assert not torch.equal(reloaded.transfer.eval_mask, t.eval_mask)
+        reloaded.load_state_dict(drawn.state_dict())  # ... replaced by the saved one
+        assert torch.equal(reloaded.eval().transfer(), codes)
+
+
+def test_vqct_saved_before_the_fixed_draw_decodes_as_it_was_trained():
+    saved = {"quantizer_config": {"kind": "vqct", "vqct": {"top_k": 2, "num_words": 12}}}
+    assert upgrade_saved_config(saved)["quantizer_config"]["vqct"]["eval_codebook"] == "mean"
+    assert "eval_codebook" not in saved["quantizer_config"]["vqct"]  # the caller's dict is left alone
+    current = {"quantizer_config": {"kind": "vqct", "vqct": {"eval_codebook": "draw"}}}
+    assert upgrade_saved_config(current)["quantizer_config"]["vqct"]["eval_codebook"] == "draw"
 
 
 def test_ids_layout_and_top_k_mean():

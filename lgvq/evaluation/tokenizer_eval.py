@@ -35,7 +35,7 @@ from lgvq.evaluation.fid import fid_between_folders, load_inception
 from lgvq.evaluation.metrics import psnr, ssim
 from lgvq.tokenizers.lpips import LPIPS, MissingWeightsError, find_vgg16_weights
 from lgvq.tokenizers.model import VQTokenizer
-from lgvq.tokenizers.quantizer import usage_stats
+from lgvq.tokenizers.quantizers.base import usage_stats
 
 
 @torch.no_grad()

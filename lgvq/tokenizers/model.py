@@ -10,7 +10,7 @@ the looked-up codes themselves, not the straight-through sum, outside training.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -21,9 +21,11 @@ from lgvq.errors import ConfigError, NotAlignedError
 from lgvq.hub import LgvqModelMixin
 from lgvq.runs import MODEL_CONFIG
 from lgvq.tokenizers.autoencoder import build_decoder, build_encoder, build_patch_decoder, build_patch_encoder
-from lgvq.tokenizers.config import QuantizerConfig, TokenizerModelConfig
-from lgvq.tokenizers.quantizers import build_quantizer, quantized_channels, upgrade_saved_config
-from lgvq.tokenizers.vqct import load_vqct_vocab
+from lgvq.tokenizers.config import TokenizerModelConfig
+from lgvq.tokenizers.quantizers import build_quantizer, quantized_channels
+from lgvq.tokenizers.quantizers.config import QuantizerConfig, quantizer_config_from_dict
+from lgvq.tokenizers.quantizers.legacy import upgrade_saved_config
+from lgvq.tokenizers.quantizers.vqct import load_vqct_vocab
 
 
 @dataclass
@@ -44,10 +46,11 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
                  num_res_blocks: int = 1, attn_resolutions: tuple = (8,), z_channels: int = 64, embed_dim: int = 64,
                  norm_groups: int = 32, encoder_type: str = "conv", decoder_type: str = "conv", quantizer_config: dict | None = None,
                  alignment: dict | None = None):
-        """`quantizer_config`: the run's `model.quantizer` as a dict (QuantizerConfig; default: plain
-        VQ with 1024 codes); `alignment`: the alignment spec (training only)."""
+        """`quantizer_config`: the run's `model.quantizer` as the dict config.json keeps (read as a
+        QuantizerConfig; default: plain VQ with 1024 codes); `alignment`: the alignment spec
+        (training only)."""
         super().__init__()
-        quantizer = asdict(QuantizerConfig()) if quantizer_config is None else quantizer_config
+        quantizer = QuantizerConfig() if quantizer_config is None else quantizer_config_from_dict(quantizer_config)
         if num_res_blocks < 1:
             raise ConfigError(f"num_res_blocks must be >= 1 (diffusers' blocks need one), not {num_res_blocks}")
         arch = dict(ch=ch, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
@@ -72,17 +75,15 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
                           ) -> VQTokenizer:
         """A new tokenizer from a run's `model` config (VQCT: with its vocabulary folder's words)."""
         arch = {k: v for k, v in asdict(cfg).items() if k != "quantizer"}
-        quantizer = asdict(cfg.quantizer)
-        if cfg.quantizer.kind != "vqct":
-            return cls(resolution=resolution, alignment=alignment, quantizer_config=quantizer, **arch)
-        words = load_vqct_vocab(cfg.quantizer.vqct.vocab)
-        quantizer["vqct"] |= {"num_adjectives": words["num_adjectives"], "num_words": words["vectors"].shape[0],
-                              "word_width": words["vectors"].shape[1], "num_edges": words["edges"].shape[0]}
-        model = cls(resolution=resolution, alignment=alignment, quantizer_config=quantizer, **arch)
-        t = model.quantizer.transfer
-        t.word_vectors.copy_(words["vectors"])
-        t.edges.copy_(words["edges"])
-        t.edge_weights.copy_(words["weights"])
+        quantizer, words = cfg.quantizer, None
+        if quantizer.kind == "vqct":
+            words = load_vqct_vocab(quantizer.vqct.vocab)
+            sizes = {"num_adjectives": words["num_adjectives"], "num_words": words["vectors"].shape[0],
+                     "word_width": words["vectors"].shape[1], "num_edges": words["edges"].shape[0]}
+            quantizer = replace(quantizer, vqct=replace(quantizer.vqct, **sizes))
+        model = cls(resolution=resolution, alignment=alignment, quantizer_config=asdict(quantizer), **arch)
+        if words is not None:
+            model.quantizer.set_words(words)
         return model
 
     @classmethod

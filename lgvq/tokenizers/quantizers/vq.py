@@ -7,9 +7,7 @@ weighs the *commitment* term. taming-transformers' `VectorQuantizer2(legacy=True
 `VectorQuantizer`, which `VQModel` builds with legacy on) puts beta on the codebook term instead;
 `legacy_beta=True` reproduces that for comparison.
 
-Codebook usage is tracked over a sliding window of the last `usage_window` training batches
-(per-batch perplexity depends on batch size; a window does not). Codes unused over the whole
-window can be restarted from encoder outputs of the current batch (`dead_code_restart`).
+Codes unused over the whole usage window (`usage_window` training batches) can be restarted from encoder outputs of the current batch (`dead_code_restart`).
 Where new codes are drawn from (`restart_sampling`, also used by `data_init`): `uniform` picks
 batch features at random, so mostly the commonest content (on shapes, black background, which then
 splits into hundreds of near-identical codes); `error` picks them with probability proportional to
@@ -19,17 +17,10 @@ restart, once every feature of the batch lies on a code, the dead codes left ove
 restart: drawn all at once, they would pile onto the same few features as duplicates, and on 32 px
 shapes (512 features a batch, 2048 codes) half the codebook ended up as copies of other codes.
 
-CVQ (`online_clustering`, Zheng and Vedaldi's CVQ-VAE): every training step each code moves
-toward an anchor sampled among the batch's encoder features, by a weight that is ~1 for codes
-whose running usage (EMA, `cvq_decay` 0.99) is ~0 and vanishes for used ones:
-`e <- e (1 - w) + anchor w`, `w = exp(-usage * K * 10 / (1 - decay) - 1e-3)`. Anchors: `probrandom`
-(a feature drawn with probability softmax(-distance) to the code, CVQ-VAE's default), `closest`
-or `random`. `cvq_contrastive` adds CVQ-VAE's contrastive term (temperature 0.07).
+CVQ-VAE's online clustering builds on this class (`lgvq.tokenizers.quantizers.cvq`).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -37,25 +28,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from lgvq.errors import ConfigError
-
-
-@dataclass
-class QuantizerOutput:
-    quantized: torch.Tensor  # (B, C, H, W), straight-through in training
-    ids: torch.Tensor  # (B, H, W) long
-    loss: torch.Tensor  # scalar: codebook + commitment terms, weighted
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
-
-
-def _dist_ready() -> bool:
-    return dist.is_available() and dist.is_initialized()
+from lgvq.tokenizers.quantizers.base import Quantizer, QuantizerOutput, dist_ready
+from lgvq.tokenizers.quantizers.config import QuantizerConfig
 
 
 def _same_on_every_process(rows: torch.Tensor) -> torch.Tensor:
     """Process 0's rows (n, d) on every process (n may differ between processes before the call)."""
-    if not _dist_ready():
+    if not dist_ready():
         return rows
     count = torch.tensor(rows.shape[0], device=rows.device)
     dist.broadcast(count, src=0)
@@ -64,40 +43,36 @@ def _same_on_every_process(rows: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class VectorQuantizer(nn.Module):
-    def __init__(self, codebook_size: int, dim: int, codebook_dim: int | None = None, l2_norm: bool = False,
-                 beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100,
-                 dead_code_restart: bool = False, restart_every: int = 100, data_init: bool = False,
-                 online_clustering: bool = False, cvq_decay: float = 0.99, cvq_anchor: str = "probrandom",
-                 cvq_contrastive: bool = False, restart_sampling: str = "uniform"):
+class VectorQuantizer(Quantizer):
+    """Plain VQ (`kind: vq`) over `dim`-channel features, from the `model.quantizer` config."""
+
+    def __init__(self, cfg: QuantizerConfig, dim: int):
         super().__init__()
-        if restart_sampling not in ("uniform", "error"):
-            raise ConfigError(f"restart_sampling must be uniform or error, not {restart_sampling!r}")
-        self.restart_sampling = restart_sampling
-        if cvq_anchor not in ("probrandom", "closest", "random"):
-            raise ConfigError(f"cvq_anchor must be probrandom, closest or random, not {cvq_anchor!r}")
-        self.online_clustering, self.cvq_decay, self.cvq_anchor = online_clustering, cvq_decay, cvq_anchor
-        self.cvq_contrastive = cvq_contrastive
-        self.register_buffer("code_usage_ema", torch.zeros(codebook_size))
-        self.codebook_size, self.dim = codebook_size, dim
-        self.codebook_dim = codebook_dim or dim
-        self.l2_norm, self.beta, self.legacy_beta = l2_norm, beta, legacy_beta
-        self.dead_code_restart, self.restart_every = dead_code_restart, restart_every
+        self.restart_sampling = cfg.restart_sampling
+        self.codebook_size, self.dim = cfg.codebook_size, dim
+        self.num_codes = cfg.codebook_size
+        self.codebook_dim = cfg.codebook_dim or dim
+        self.l2_norm, self.beta, self.legacy_beta = cfg.l2_norm, cfg.beta, cfg.legacy_beta
+        self.dead_code_restart, self.restart_every = cfg.dead_code_restart, cfg.restart_every
         low_dim = self.codebook_dim != dim
         self.in_proj = nn.Linear(dim, self.codebook_dim) if low_dim else nn.Identity()
         self.out_proj = nn.Linear(self.codebook_dim, dim) if low_dim else nn.Identity()
-        self.codebook = nn.Embedding(codebook_size, self.codebook_dim)
-        if l2_norm:
+        self.codebook = nn.Embedding(self.codebook_size, self.codebook_dim)
+        if cfg.l2_norm:
             nn.init.normal_(self.codebook.weight)
         else:
-            nn.init.uniform_(self.codebook.weight, -1.0 / codebook_size, 1.0 / codebook_size)
-        # sliding-window usage: one histogram row per training batch, written round-robin
-        self.register_buffer("usage_history", torch.zeros(usage_window, codebook_size))
-        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long))
+            nn.init.uniform_(self.codebook.weight, -1.0 / self.codebook_size, 1.0 / self.codebook_size)
+        self.init_usage_window(cfg.usage_window, self.codebook_size)
         # data-dependent init: codes drawn from the first training batch's encoder outputs, so
         # they start where the features are (a random start collapses to a few codes)
-        self.data_init = data_init
-        self.register_buffer("initialized", torch.tensor(not data_init))
+        self.data_init = cfg.data_init
+        self.register_buffer("initialized", torch.tensor(not cfg.data_init))
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        # tokenizers saved when plain VQ and CVQ were one class hold CVQ's usage EMA in every kind
+        if type(self) is VectorQuantizer:
+            state.pop(prefix + "code_usage_ema", None)
+        return super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     # -- lookup ------------------------------------------------------------------------------
     def codes(self) -> torch.Tensor:
@@ -112,19 +87,8 @@ class VectorQuantizer(nn.Module):
 
     def distances(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Squared distances (M, K) up to the per-row ||z||^2, which no argmin or softmax over
-        codes (for one feature) depends on. Where features are ranked for one code, use
-        `full_distances`."""
+        codes (for one feature) depends on (CVQ, which ranks features per code, adds it back)."""
         return codes.float().pow(2).sum(1)[None, :] - 2 * flat.float() @ codes.float().t()
-
-    def full_distances(self, flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Squared distances (M, K) with the ||z||^2 term: ranking the features for one code (CVQ's
-        anchors, its contrastive term) depends on it unless the features are l2-normalised."""
-        return flat.float().pow(2).sum(1)[:, None] + self.distances(flat, codes)
-
-    def anchor_scores(self, flat: torch.Tensor) -> torch.Tensor:
-        """(M, K) how close each feature is to each code, -squared distance: CVQ's `closest`
-        anchor of code k is the argmax over features, `probrandom` draws from its softmax."""
-        return -self.full_distances(flat, self.codes())
 
     def nearest(self, z_e: torch.Tensor) -> torch.Tensor:
         """Ids of the nearest codes, (B, H, W)."""
@@ -134,12 +98,6 @@ class VectorQuantizer(nn.Module):
     def code_vectors(self) -> torch.Tensor:
         """(K, C) the feature each id stands for after out_proj (what downstream heads read)."""
         return self.out_proj(self.codes())
-
-    tokens_per_position = 1
-
-    @property
-    def num_codes(self) -> int:
-        return self.codebook_size
 
     @torch.no_grad()
     def encode(self, z: torch.Tensor) -> torch.Tensor:
@@ -164,12 +122,10 @@ class VectorQuantizer(nn.Module):
             loss = self.beta * codebook_loss + commitment_loss
         else:
             loss = codebook_loss + self.beta * commitment_loss
-        if self.training and self.cvq_contrastive:
-            loss = loss + self._contrastive(z_e.detach())
         if self.training:
-            self._record_usage(ids)
-            if self.online_clustering:
-                self._cluster_update(z_e.detach(), ids)
+            loss = self.add_training_terms(loss, z_e.detach())
+            self.record_usage(ids)
+            self.update_codes(z_e.detach(), ids)
             if self.dead_code_restart and int(self.usage_step) % self.restart_every == 0:
                 self._restart_dead_codes(z_e.detach())
             z_q = z_e + (z_q - z_e).detach()  # straight-through
@@ -184,13 +140,17 @@ class VectorQuantizer(nn.Module):
         else:
             pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
         new = flat[pick].to(self.codebook.weight.dtype)
-        if _dist_ready():
+        if dist_ready():
             dist.broadcast(new, src=0)
         self.codebook.weight.data.copy_(new)
         self.initialized.fill_(True)
 
-    def _record_usage(self, ids: torch.Tensor) -> None:
-        record_usage(self.usage_history, self.usage_step, ids)
+    def add_training_terms(self, loss: torch.Tensor, z_e: torch.Tensor) -> torch.Tensor:
+        """The training loss with any further terms of a subclass (CVQ's contrastive one)."""
+        return loss
+
+    def update_codes(self, z_e: torch.Tensor, ids: torch.Tensor) -> None:
+        """After each training lookup: move codes outside the gradient step (CVQ's clustering)."""
 
     @torch.no_grad()
     def _restart_dead_codes(self, z_e: torch.Tensor) -> None:
@@ -214,45 +174,6 @@ class VectorQuantizer(nn.Module):
             pick = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
         new = _same_on_every_process(flat[pick].to(self.codebook.weight.dtype))
         self.codebook.weight.data[dead.nonzero().flatten()[:len(new)]] = new
-
-    @torch.no_grad()
-    def _cluster_update(self, z_e: torch.Tensor, ids: torch.Tensor) -> None:
-        """CVQ-VAE's online clustered re-initialisation (see the module docstring)."""
-        flat = z_e.reshape(-1, z_e.shape[-1])
-        counts = torch.bincount(ids.flatten(), minlength=self.codebook_size).float()
-        if _dist_ready():
-            dist.all_reduce(counts)
-        self.code_usage_ema.mul_(self.cvq_decay).add_(counts / counts.sum(), alpha=1 - self.cvq_decay)
-        if self.cvq_anchor == "random":
-            pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
-        else:
-            similarity = self.anchor_scores(flat)  # (M, K)
-            if self.cvq_anchor == "closest":
-                pick = similarity.argmax(0)
-            else:
-                pick = torch.multinomial(torch.softmax(similarity.t(), dim=1), 1).view(-1)
-        anchors = flat[pick].to(self.codebook.weight.dtype)
-        if _dist_ready():
-            dist.broadcast(anchors, src=0)  # the same codebook on every process
-        w = torch.exp(-self.code_usage_ema * self.codebook_size * 10 / (1 - self.cvq_decay) - 1e-3)[:, None]
-        self.codebook.weight.data.mul_(1 - w).add_(anchors * w)
-
-    def _contrastive(self, z_e: torch.Tensor) -> torch.Tensor:
-        """CVQ-VAE's contrastive term: per code, its nearest features (positive, averaged) against
-        the farthest half of the batch (negatives), temperature 0.07."""
-        flat = z_e.reshape(-1, z_e.shape[-1])
-        similarity = self.anchor_scores(flat)  # (M, K), features ranked per code; gradients reach the codes
-        ordered = similarity.sort(dim=0).values
-        m = ordered.shape[0]
-        positive = ordered[-max(1, m // self.codebook_size):].mean(0, keepdim=True)
-        negative = ordered[: max(1, m // 2)]
-        logits = torch.cat([positive, negative]).t() / 0.07  # (K, 1 + M/2)
-        return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
-
-    # -- statistics --------------------------------------------------------------------------
-    def usage(self) -> dict[str, float]:
-        """Fraction of codes used and perplexity over the sliding window of training batches."""
-        return usage_stats(self.usage_history.sum(0))
 
 
 def sample_by_weight(weight: torch.Tensor, n: int) -> torch.Tensor:
@@ -286,23 +207,3 @@ def kmeans_plus_plus(flat: torch.Tensor, k: int, nearest: torch.Tensor | None = 
         picks.append(pick)
         nearest = torch.minimum(nearest, (flat - flat[pick]).pow(2).sum(1))
     return torch.tensor(picks, dtype=torch.long, device=flat.device)
-
-
-@torch.no_grad()
-def record_usage(history: torch.Tensor, step: torch.Tensor, ids: torch.Tensor) -> None:
-    """Write this batch's code histogram into row `step % window` of `history` (W, K); step += 1."""
-    counts = torch.bincount(ids.flatten(), minlength=history.shape[1]).float()
-    if _dist_ready():
-        dist.all_reduce(counts)
-    history[int(step) % history.shape[0]] = counts
-    step += 1
-
-
-def usage_stats(counts: torch.Tensor) -> dict[str, float]:
-    """From a code histogram (K,): fraction of codes used, perplexity exp(H(p))."""
-    total = counts.sum()
-    if total <= 0:
-        return {"usage": 0.0, "perplexity": 0.0}
-    p = counts / total
-    entropy = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"usage": float((counts > 0).float().mean()), "perplexity": float(entropy.exp())}

@@ -12,11 +12,18 @@ vocabulary of N ids covers both halves and the prior sees one flat sequence. The
 returns noun ids without the offset and decodes indices in a way that does not reproduce its
 top-k mean; here decoding gathers the same codes in the same order and averages them the same
 way, so `embed(ids)` equals the training-time quantized features exactly.
+
+The codebook used outside training (`vqct.eval_codebook`): the decoder only ever sees codebooks
+drawn with the GCN's dropout, whose mean (the deterministic eval-mode codebook the official code
+encodes and decodes with) it never saw; on shapes that mismatch decided a run's PSNR (6.9 to 27.4
+dB over training seeds; docs/results.md). `draw` (the default) fixes one dropout draw of the hidden
+layer when the model is built and keeps it in the weights, so every encode and decode uses one
+codebook of the kind the decoder learned from; `mean` is the official behaviour.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +31,8 @@ from einops import rearrange
 from torch import nn
 
 from lgvq.errors import ConfigError, InputFileError
-from lgvq.tokenizers.quantizer import record_usage, usage_stats
+from lgvq.tokenizers.quantizers.base import Quantizer, QuantizerOutput
+from lgvq.tokenizers.quantizers.config import QuantizerConfig
 
 TRANSFERS = ("gcn", "mlp", "linear")
 
@@ -51,10 +59,11 @@ class CodebookTransfer(nn.Module):
 
     `gcn` (VQCT): GCNConv -> ReLU -> dropout 0.5 -> GCNConv over the normalised adjacency, recomputed
     every training step and cached in eval. Ablations: `mlp` (the same two layers without the
-    graph), `linear` (no transfer: a learned projection of the raw vectors)."""
+    graph), `linear` (no transfer: a learned projection of the raw vectors). `eval_codebook`:
+    `draw` uses one fixed dropout draw outside training, `mean` none (see the module docstring)."""
 
     def __init__(self, word_vectors: torch.Tensor, edges: torch.Tensor, weights: torch.Tensor, code_dim: int,
-                 mode: str = "gcn", dropout: float = 0.5):
+                 mode: str = "gcn", dropout: float = 0.5, eval_codebook: str = "mean"):
         super().__init__()
         if mode not in TRANSFERS:
             raise ConfigError(f"transfer must be one of {TRANSFERS}, not {mode!r}")
@@ -68,6 +77,9 @@ class CodebookTransfer(nn.Module):
             self.layers = nn.ModuleList([nn.Linear(width, code_dim)])
         else:
             self.layers = nn.ModuleList([nn.Linear(width, code_dim), nn.Linear(code_dim, code_dim)])
+        # which hidden units the eval-mode codebook keeps: one draw, saved with the weights
+        fixed_draw = eval_codebook == "draw" and mode != "linear" and dropout > 0
+        self.register_buffer("eval_mask", torch.rand(len(word_vectors), code_dim) >= dropout if fixed_draw else None)
         # eval-mode codebook, with the version of the weights it was computed from: any in-place
         # change (load_state_dict, an optimizer step, a manual edit) bumps a tensor's version
         self._cache: torch.Tensor | None = None
@@ -77,9 +89,11 @@ class CodebookTransfer(nn.Module):
         self._cache = None
         return super().train(mode)
 
-    def _load_from_state_dict(self, *args, **kwargs):
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
         self._cache, self._adjacency = None, None  # new weights and possibly new edges
-        return super()._load_from_state_dict(*args, **kwargs)
+        if self.eval_mask is not None:  # a checkpoint written before the draw existed keeps this one
+            state.setdefault(prefix + "eval_mask", self.eval_mask)
+        return super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     def _weights_key(self) -> tuple:
         return tuple((t.data_ptr(), t._version) for t in (*self.parameters(), *self.buffers()))
@@ -102,7 +116,11 @@ class CodebookTransfer(nn.Module):
         first, second = self.layers
         # GCNConv: aggregate the linearly transformed features, then add the bias
         h = self._propagate(F.linear(x, first.weight)) + first.bias
-        h = F.dropout(F.relu(h), self.dropout, self.training)
+        h = F.relu(h)
+        if self.training:
+            h = F.dropout(h, self.dropout)
+        elif self.eval_mask is not None:
+            h = h * self.eval_mask / (1 - self.dropout)  # as F.dropout scales the units it keeps
         return self._propagate(F.linear(h, second.weight)) + second.bias
 
     def forward(self) -> torch.Tensor:
@@ -115,31 +133,37 @@ class CodebookTransfer(nn.Module):
         return self._cache
 
 
-@dataclass
-class VQCTOutput:
-    quantized: torch.Tensor  # (B, 2D, h, w), straight-through per half in training
-    ids: torch.Tensor  # (B, h, w, k + 1): adjective ids (nearest first), noun id + n_adj
-    loss: torch.Tensor
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
+class VQCTQuantizer(Quantizer):
+    """`kind: vqct` over encoder features of 2 x `code_dim` channels (an adjective and a noun half).
+    The word vectors and edges are buffers of the sizes in `cfg.vqct`, filled by `set_words` (from
+    the vocabulary folder) or from saved weights.
 
-
-class VQCTQuantizer(nn.Module):
-    """`l2_norm` (not in VQCT; off in every preset): look up, average and decode l2-normalised
+    `l2_norm` (not in VQCT; off in every preset): look up, average and decode l2-normalised
     codes and encoder halves, as the shapes VQ-GAN preset does; the layout and exact decoding are
     unchanged. On shapes it kept fewer codes in use than VQCT's Euclidean lookup (docs/results.md)."""
 
-    def __init__(self, transfer: CodebookTransfer, num_adjectives: int, code_dim: int, top_k: int = 2,
-                 beta: float = 0.25, legacy_beta: bool = False, usage_window: int = 100, l2_norm: bool = False):
+    def __init__(self, cfg: QuantizerConfig, code_dim: int):
         super().__init__()
-        self.transfer, self.num_adjectives, self.code_dim = transfer, num_adjectives, code_dim
-        self.top_k, self.beta, self.legacy_beta, self.l2_norm = top_k, beta, legacy_beta, l2_norm
-        self.num_codes = transfer.word_vectors.shape[0]
-        if not 0 < num_adjectives < self.num_codes or top_k > num_adjectives:
-            raise ConfigError(f"need adjectives and nouns ({num_adjectives} of {self.num_codes} codes are "
-                              f"adjectives) and top_k <= adjectives ({top_k})")
-        self.register_buffer("usage_history", torch.zeros(usage_window, self.num_codes))
-        self.register_buffer("usage_step", torch.zeros((), dtype=torch.long))
+        spec = cfg.vqct
+        n, n_edges = spec.num_words, spec.num_edges
+        self.transfer = CodebookTransfer(torch.zeros(n, spec.word_width), torch.zeros(n_edges, 2, dtype=torch.long),
+                                         torch.zeros(n_edges), code_dim, spec.transfer, spec.dropout,
+                                         spec.eval_codebook)
+        self.num_adjectives, self.code_dim, self.top_k = spec.num_adjectives, code_dim, spec.top_k
+        self.beta, self.legacy_beta, self.l2_norm = cfg.beta, cfg.legacy_beta, cfg.l2_norm
+        self.num_codes = n
+        if not 0 < self.num_adjectives < self.num_codes or self.top_k > self.num_adjectives:
+            raise ConfigError(f"need adjectives and nouns ({self.num_adjectives} of {self.num_codes} codes are "
+                              f"adjectives) and top_k <= adjectives ({self.top_k})")
+        self.init_usage_window(cfg.usage_window, self.num_codes)
+
+    @torch.no_grad()
+    def set_words(self, words: dict) -> None:
+        """Fill the word vectors (N, Dw), edges (E, 2) and weights (E,) of `load_vqct_vocab`."""
+        t = self.transfer
+        t.word_vectors.copy_(words["vectors"])
+        t.edges.copy_(words["edges"])
+        t.edge_weights.copy_(words["weights"])
 
     @property
     def tokens_per_position(self) -> int:
@@ -180,7 +204,7 @@ class VQCTQuantizer(nn.Module):
         b, _, h, w = z.shape
         return self.nearest(rearrange(z, "b c h w -> (b h w) c"), self.codebook()).reshape(b, h, w, -1)
 
-    def forward(self, z: torch.Tensor) -> VQCTOutput:
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
         b, _, h, w = z.shape
         z_halves = self.halves(rearrange(z, "b c h w -> (b h w) c"))
         flat = torch.cat(z_halves, 1)
@@ -194,14 +218,10 @@ class VQCTQuantizer(nn.Module):
         loss = (self.beta * code_loss + commit) if self.legacy_beta else (code_loss + self.beta * commit)
         q = torch.cat([adj, noun], 1)
         if self.training:
-            record_usage(self.usage_history, self.usage_step, ids)
+            self.record_usage(ids)
             q = flat + (q - flat).detach()  # straight-through per half
         quantized = rearrange(q, "(b h w) c -> b c h w", b=b, h=h, w=w)
-        return VQCTOutput(quantized, ids.reshape(b, h, w, -1), loss, code_loss, commit)
-
-    def usage(self) -> dict[str, float]:
-        """Share of the N codes used (adjective and noun ids together) and perplexity, over the window."""
-        return usage_stats(self.usage_history.sum(0))
+        return QuantizerOutput(quantized, ids.reshape(b, h, w, -1), loss, code_loss, commit)
 
     def code_vectors(self) -> torch.Tensor:
         """(N, D) the transferred code of each id (downstream heads read these)."""
@@ -214,21 +234,8 @@ class VQCTQuantizer(nn.Module):
         return rearrange(torch.cat([adj, noun], 1), "(b h w) c -> b c h w", b=b, h=h, w=w)
 
 
-def build_vqct_quantizer(spec: dict, code_dim: int, beta: float, legacy_beta: bool, usage_window: int,
-                         l2_norm: bool = False) -> VQCTQuantizer:
-    """A VQCT quantizer of the sizes in `spec` (model.quantizer.vqct of a tokenizer's config); the
-    word vectors and edges are buffers, filled from the vocabulary folder or from saved weights."""
-    n, width, n_edges = spec["num_words"], spec["word_width"], spec["num_edges"]
-    transfer = CodebookTransfer(torch.zeros(n, width), torch.zeros(n_edges, 2, dtype=torch.long),
-                                torch.zeros(n_edges), code_dim, spec.get("transfer", "gcn"), spec.get("dropout", 0.5))
-    return VQCTQuantizer(transfer, spec["num_adjectives"], code_dim, spec.get("top_k", 2), beta, legacy_beta,
-                         usage_window, l2_norm)
-
-
 def load_vqct_vocab(folder: str | None) -> dict:
     """`lgvq build-vocab` output -> word vectors (N, Dw), edges (E, 2), weights (E,), num_adjectives."""
-    from pathlib import Path
-
     from safetensors.torch import load_file
 
     from lgvq.text.vocab import Vocabulary
