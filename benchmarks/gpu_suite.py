@@ -34,7 +34,7 @@ from prior_gpu import cuda_seconds, matmul_ceiling, text_condition, training_flo
 from timing import median_time  # noqa: E402
 
 from lgvq.config import load_config  # noqa: E402
-from lgvq.priors.model import PriorTransformer  # noqa: E402
+from lgvq.priors.model import PriorTransformer, prior_args  # noqa: E402
 from lgvq.priors.sampling import generate  # noqa: E402
 from lgvq.tokenizers.config import TokenizerRunConfig  # noqa: E402
 from lgvq.tokenizers.losses import VQGANLoss  # noqa: E402
@@ -95,8 +95,8 @@ def sizes(smoke: bool) -> dict:
 def build_prior(shape: dict, seq: int, text_length: int, device) -> PriorTransformer:
     torch.manual_seed(0)
     side = int(seq**0.5)
-    return PriorTransformer(vocab_size=1024, seq_len=seq, conditioning="text", text_width=384,
-                            text_length=text_length, token_shape=(side, side), **shape).to(device)
+    return PriorTransformer(prior_args(vocab_size=1024, seq_len=seq, conditioning="text", text_width=384,
+                                       text_length=text_length, token_shape=(side, side), **shape)).to(device)
 
 
 # -- parts ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import contextlib
 import torch
 from torch import nn
 
-from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.priors.model import Condition, PriorTransformer, prior_args
 from lgvq.priors.sampling import generate
 from lgvq.tokenizers.model import VQTokenizer
 from lgvq.tokenizers.quantizers.config import quantizer_dict
@@ -151,11 +151,13 @@ def main() -> None:
 
     # the papers' stage one: 256 px, f = 16, 16 x 16 tokens, 1024 codes
     tok = VQTokenizer(resolution=256, ch=128, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,),
-                      z_channels=256, embed_dim=256, quantizer_config=quantizer_dict(codebook_size=1024)).to(device).eval()
+                      z_channels=256, embed_dim=256,
+                      quantizer_config=quantizer_dict(codebook_size=1024)).to(device).eval()
     h, w = tok.token_shape
     torch.manual_seed(0)
-    prior = PriorTransformer(vocab_size=tok.vocab_size, seq_len=h * w, conditioning="text", text_width=TEXT_WIDTH,
-                             text_length=TEXT_LENGTH, dim=args.dim, depth=args.depth, heads=args.heads).to(device)
+    prior = PriorTransformer(prior_args(vocab_size=tok.vocab_size, seq_len=h * w, conditioning="text",
+                                        text_width=TEXT_WIDTH, text_length=TEXT_LENGTH, dim=args.dim,
+                                        depth=args.depth, heads=args.heads)).to(device)
     n_params = sum(q.numel() for q in prior.parameters())
     ceiling = matmul_ceiling(device)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; prior {n_params / 1e6:.1f}M parameters "

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 
-import torch
 import timing
+import torch
 
 from lgvq.config import load_config
 from lgvq.data.datasets import build_dataset
+from lgvq.priors.args import PriorArgs, PriorData
 from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.model import Condition, PriorTransformer, next_token_loss
 from lgvq.priors.sampling import generate
@@ -45,10 +47,10 @@ def text_prior(pcfg: PriorRunConfig, seq_len: int, vocab: int, device, group_siz
     torch.manual_seed(0)
     m = pcfg.model
     side = math.isqrt(seq_len)  # the benchmarked lengths are square grids
-    return PriorTransformer(vocab_size=vocab, seq_len=seq_len, conditioning="text", text_width=384, text_length=16,
-                            dim=m.dim, depth=m.depth, heads=m.heads, ff_mult=m.ff_mult, text_layers=m.text_layers,
-                            grid_positions=m.grid_positions, token_shape=(side, side),
-                            group_size=group_size).to(device).eval()
+    data = PriorData(vocab_size=vocab, seq_len=seq_len, conditioning="text", text_width=384, text_length=16,
+                     token_shape=(side, side))
+    arch = replace(m.architecture(), group_size=group_size)
+    return PriorTransformer(PriorArgs(data, arch)).to(device).eval()
 
 
 def text_condition(b: int, device) -> Condition:

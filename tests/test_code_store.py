@@ -17,16 +17,16 @@ def test_store_holds_the_tokenizers_ids_labels_captions_and_features(tiny_store,
     store = CodeStore(tiny_store / "train")
     tok = VQTokenizer.from_pretrained(tiny_tokenizer_dir).eval()
     data = build_dataset(DataConfig(**SHAPES_DATA), "train")
-    assert len(store) == SHAPES_DATA["num_train"] and store.manifest["seq_len"] == 16
+    assert len(store) == SHAPES_DATA["num_train"] and store.manifest.seq_len == 16
     batch = store.batch([0, 5, 7])
     images = torch.stack([data[i]["image"] for i in (0, 5, 7)])
     with torch.no_grad():
         assert torch.equal(batch["tokens"], tok.encode(images).reshape(3, -1))
     assert batch["label"].tolist() == [data[i]["label"] for i in (0, 5, 7)]
     assert batch["caption"] == [data.sample(i).captions[0] for i in (0, 5, 7)]
-    encoder = FrozenTextEncoder("minilm", store.text["max_length"])
+    encoder = FrozenTextEncoder("minilm", store.text.max_length)
     feats = encoder.encode(batch["caption"])
-    L = store.text["length"]
+    L = store.text.length
     assert torch.equal(batch["text_mask"], feats.mask[:, :L])
     assert torch.allclose(batch["text"], feats.tokens[:, :L].float(), atol=2e-2)  # stored as float16
 

@@ -62,7 +62,7 @@ def test_classes_the_old_prior_never_saw_start_around_the_trained_rows(tmp_path,
     assert cfg.finetune.new_class_init == "random"  # the documented default
     task = PriorTask(cfg, tmp_path / "new")
     torch.manual_seed(0)
-    fresh = PriorTransformer(**task.prior_kwargs())
+    fresh = PriorTransformer(task.prior_args())
     untouched = fresh.class_embedding.weight.detach().clone()
     initialise_from(fresh, old_run, "mean")
     rows, old_rows = fresh.class_embedding.weight.detach(), old.class_embedding.weight.detach()
@@ -74,12 +74,12 @@ def test_classes_the_old_prior_never_saw_start_around_the_trained_rows(tmp_path,
     assert z.abs().mean() < 3
 
     torch.manual_seed(0)
-    kept_fresh = PriorTransformer(**task.prior_kwargs())
+    kept_fresh = PriorTransformer(task.prior_args())
     initialise_from(kept_fresh, old_run, "random")
     assert torch.equal(kept_fresh.class_embedding.weight.detach()[purple], untouched[purple])
 
     # "names": a purple circle starts as the mean of the trained circles
-    by_name = PriorTransformer(**task.prior_kwargs())
+    by_name = PriorTransformer(task.prior_args())
     initialise_from(by_name, old_run, "names")
     names = old.config.class_names
     for c in purple:
@@ -143,8 +143,8 @@ def test_new_data_fraction_fills_its_share_of_each_batch_with_images_new_to_the_
     batch = next(default_task.train_batches(0, 0, 1))
     assert {int(i) for i in batch["index"][8 - new_rows:]} <= new_images
     # what the old prior trained on stays recorded as trained in the fine-tuned one
-    kwargs = task.prior_kwargs()
-    recorded = kwargs["trained_words"] if conditioning == "text" else kwargs["trained_classes"]
+    data = task.prior_args().data
+    recorded = data.trained_words if conditioning == "text" else data.trained_classes
     assert set(old.config.trained_words if conditioning == "text" else old.config.trained_classes) <= set(recorded)
 
 

@@ -1,9 +1,12 @@
 """The GPT prior: cached decoding equals full recomputation, guidance, condition checks, save/load."""
 
+import json
+
 import pytest
 import torch
 
-from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.errors import ConfigError
+from lgvq.priors.model import Condition, PriorTransformer, prior_args
 from lgvq.priors.sampling import generate
 
 V, N, L, D = 40, 12, 5, 16
@@ -12,8 +15,8 @@ V, N, L, D = 40, 12, 5, 16
 def make_prior(conditioning: str, **kw) -> PriorTransformer:
     torch.manual_seed(0)
     extra = {"class": dict(num_classes=6), "text": dict(text_width=D, text_length=L)}.get(conditioning, {})
-    return PriorTransformer(vocab_size=V, seq_len=N, conditioning=conditioning, dim=32, depth=2, heads=4,
-                            **extra, **kw).eval()
+    return PriorTransformer(prior_args(vocab_size=V, seq_len=N, conditioning=conditioning, dim=32, depth=2,
+                                       heads=4, **extra, **kw)).eval()
 
 
 def make_condition(conditioning: str, b: int = 3) -> Condition:
@@ -240,3 +243,32 @@ def test_rerank_scores_are_the_conditional_minus_null_log_likelihood_of_the_samp
     assert torch.allclose(scores, expected, atol=1e-4)
     with pytest.raises(ValueError, match="re-ranking needs a conditional prior"):
         generate(make_prior("none"), make_condition("none"), return_scores=True)
+
+
+def test_prior_args_hold_the_architecture_and_the_stores_facts_and_save_flat(tmp_path):
+    prior = make_prior("class")
+    assert prior.args.architecture.dim == 32 and prior.args.data.num_classes == 6
+    prior.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["dim"] == 32 and saved["num_classes"] == 6 and saved["vocab_size"] == V  # one flat dict, as before
+    again = PriorTransformer.from_pretrained(tmp_path / "m")
+    assert again.args == prior.args
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), prior.state_dict().values()))
+    with pytest.raises(ConfigError, match="unknown prior argument"):
+        prior_args(vocab_size=V, seq_len=N, widht=32)
+
+
+def test_named_sizes_set_width_depth_and_heads_and_refuse_a_clash():
+    from lgvq.config import load_config
+    from lgvq.priors.args import SIZES, sized
+    from lgvq.priors.config import PriorRunConfig
+
+    cfg = load_config(PriorRunConfig, overrides=["model.size=base", "model.qk_norm=true"])
+    arch = cfg.model.architecture()
+    assert (arch.dim, arch.depth, arch.heads) == (512, 8, 8) and arch.qk_norm
+    assert sized("small") == load_config(PriorRunConfig).model.architecture()  # small is the default
+    assert set(SIZES) == {"tiny", "small", "base", "large"}
+    with pytest.raises(ConfigError, match="model.size=tiny sets dim=128"):
+        load_config(PriorRunConfig, overrides=["model.size=tiny", "model.dim=512"]).model.architecture()
+    with pytest.raises(ConfigError, match="model.size"):
+        load_config(PriorRunConfig, overrides=["model.size=huge"])

@@ -18,7 +18,7 @@ from lgvq.pipelines import (
     load_pipeline,
 )
 from lgvq.priors.config import PriorRunConfig
-from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.priors.model import Condition, PriorTransformer, prior_args
 from lgvq.priors.sampling import generate
 from lgvq.priors.training import PriorTask, initialise_from
 from lgvq.tokenizers.model import VQTokenizer
@@ -101,11 +101,11 @@ def test_compiled_run_checkpoints_plain_names_and_resumes_uncompiled(tiny_store,
 
 
 def test_fine_tuning_keeps_old_class_rows(tiny_store, tmp_path):
-    old = PriorTransformer(vocab_size=64, seq_len=16, conditioning="class", num_classes=24, dim=32, depth=2, heads=2,
-                           ff_mult=2)
+    old = PriorTransformer(prior_args(vocab_size=64, seq_len=16, conditioning="class", num_classes=24, dim=32,
+                                      depth=2, heads=2, ff_mult=2))
     old.save_pretrained(tmp_path / "old" / "model")
-    new = PriorTransformer(vocab_size=64, seq_len=16, conditioning="class", num_classes=30, dim=32, depth=2, heads=2,
-                           ff_mult=2)
+    new = PriorTransformer(prior_args(vocab_size=64, seq_len=16, conditioning="class", num_classes=30, dim=32,
+                                      depth=2, heads=2, ff_mult=2))
     fresh = new.class_embedding.weight.detach().clone()
     initialise_from(new, tmp_path / "old")
     w_old, w_new = old.class_embedding.weight, new.class_embedding.weight
@@ -117,9 +117,10 @@ def test_fine_tuning_keeps_old_class_rows(tiny_store, tmp_path):
 def test_fine_tuning_refuses_another_vocabulary(tmp_path):
     from lgvq.config import ConfigError
 
-    PriorTransformer(vocab_size=64, seq_len=16, dim=32, depth=2, heads=2).save_pretrained(tmp_path / "m")
+    PriorTransformer(prior_args(vocab_size=64, seq_len=16, dim=32, depth=2, heads=2)).save_pretrained(tmp_path / "m")
     with pytest.raises(ConfigError, match="vocab_size"):
-        initialise_from(PriorTransformer(vocab_size=80, seq_len=16, dim=32, depth=2, heads=2), tmp_path / "m")
+        other = PriorTransformer(prior_args(vocab_size=80, seq_len=16, dim=32, depth=2, heads=2))
+        initialise_from(other, tmp_path / "m")
 
 
 def test_fine_tune_through_cli(text_run, tiny_store, tmp_path):

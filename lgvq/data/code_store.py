@@ -38,6 +38,7 @@ from lgvq.config import DataConfig, load_config
 from lgvq.data.datasets import ImageTextDataset
 from lgvq.data.loader import collate
 from lgvq.errors import OutputWriteError, StoreError, describe_write_error, write_errno
+from lgvq.records import StoreManifest, StoreText
 from lgvq.runs import MODEL_CONFIG, RunDir, StoreDir
 
 STORE_VERSION = 1
@@ -163,14 +164,14 @@ def _encode_into(tokenizer, dataset: ImageTextDataset, out: Path, request: Store
         open_memmap(out / "valid.npy", "w+", np.bool_, (num_items,))
         open_memmap(out / "labels.npy", "w+", np.int64, (num_images,))
         _write_json(progress_path, state)
-        manifest = {
-            "version": STORE_VERSION, "identity": request.identity(), "tokenizer": str(Path(request.tokenizer)),
-            "vocab_size": int(tokenizer.vocab_size), "token_shape": [h, w],
-            "tokens_per_position": int(getattr(tokenizer, "tokens_per_position", 1)), "seq_len": seq_len,
-            "num_images": num_images, "copies": request.copies, "num_items": num_items,
-            "num_classes": num_classes, "class_names": class_names, "complete": False}
-        _write_json(manifest_path, manifest)
-    manifest = _read_json(manifest_path)
+        manifest = StoreManifest(
+            version=STORE_VERSION, identity=request.identity(), tokenizer=str(Path(request.tokenizer)),
+            vocab_size=int(tokenizer.vocab_size), token_shape=[h, w],
+            tokens_per_position=int(getattr(tokenizer, "tokens_per_position", 1)), seq_len=seq_len,
+            num_images=num_images, copies=request.copies, num_items=num_items,
+            num_classes=num_classes, class_names=class_names, complete=False)
+        _write_json(manifest_path, manifest.to_json())
+    manifest = StoreManifest.from_json(_read_json(manifest_path))
     (out / "parts").mkdir(exist_ok=True)
 
     tokenizer = tokenizer.to(device).eval()
@@ -212,12 +213,12 @@ def _encode_into(tokenizer, dataset: ImageTextDataset, out: Path, request: Store
         _write_captions_and_features(out, request, manifest, text_cache_dir)
         state["text_done"] = True
         _write_json(progress_path, state)
-    manifest["complete"] = True
-    _write_json(manifest_path, manifest)
+    manifest.complete = True
+    _write_json(manifest_path, manifest.to_json())
     return out
 
 
-def _write_captions_and_features(out: Path, request: StoreRequest, manifest: dict,
+def _write_captions_and_features(out: Path, request: StoreRequest, manifest: StoreManifest,
                                  text_cache_dir: str | Path | None) -> None:
     """Gather the per-chunk captions, index the unique ones, and store their frozen features."""
     per_image: dict[int, list[str]] = {}
@@ -226,14 +227,14 @@ def _write_captions_and_features(out: Path, request: StoreRequest, manifest: dic
         content = _read_json(part)
         per_image |= {int(k): v for k, v in content["captions"].items()}
         qa |= {int(k): v for k, v in content["qa"].items()}
-    _write_json(out / "qa.json", [qa.get(i, []) for i in range(manifest["num_images"])])
+    _write_json(out / "qa.json", [qa.get(i, []) for i in range(manifest.num_images)])
     texts = list(dict.fromkeys(c for i in sorted(per_image) for c in per_image[i]))
     index = {t: i for i, t in enumerate(texts)}
     _write_json(out / "texts.json", texts)
     _write_json(out / "captions.json", [[index[c] for c in per_image.get(i, [])]
-                                         for i in range(manifest["num_images"])])
+                                         for i in range(manifest.num_images)])
     if request.text_encoder is None or not texts:
-        manifest["text"] = None
+        manifest.text = None
         return
     from lgvq.text.cache import TextFeatureCache
     from lgvq.text.encoder import FrozenTextEncoder
@@ -250,8 +251,8 @@ def _write_captions_and_features(out: Path, request: StoreRequest, manifest: dic
     for i, t in enumerate(texts):
         feats[offsets[i]:offsets[i + 1]] = cache.rows[t][1].numpy().astype(np.float16)
     feats.flush()
-    manifest["text"] = {"encoder": request.text_encoder, "max_length": request.text_max_length,
-                        "pooling": request.text_pooling, "width": encoder.width, "length": int(lengths.max())}
+    manifest.text = StoreText(encoder=request.text_encoder, max_length=request.text_max_length,
+                              pooling=request.text_pooling, width=encoder.width, length=int(lengths.max()))
 
 
 def copy_folder(source: Path, target: Path) -> None:
@@ -292,8 +293,8 @@ class CodeStore:
         if not manifest.is_file():
             raise StoreError(f"{self.path} is not a code store (no store.json); write one with "
                              f"`lgvq encode --tokenizer RUN/model --out STORE`")
-        self.manifest = _read_json(manifest)
-        if not self.manifest.get("complete"):
+        self.manifest = StoreManifest.from_json(_read_json(manifest))
+        if not self.manifest.complete:
             raise StoreError(f"{self.path} is unfinished; run the same `lgvq encode` command again to complete it")
         self.tokens = np.load(self.path / "tokens.npy", mmap_mode="r")
         self.valid = np.load(self.path / "valid.npy", mmap_mode="r")
@@ -302,7 +303,7 @@ class CodeStore:
         self.texts: list[str] = _read_json(self.path / "texts.json")
         qa_file = self.path / "qa.json"
         self.qa: list[list[dict]] = _read_json(qa_file) if qa_file.is_file() else [[] for _ in self.captions]
-        self.text = self.manifest.get("text")
+        self.text = self.manifest.text
         if self.text:
             self.text_offsets = np.load(self.path / "text_offsets.npy")
             self.text_ids = np.load(self.path / "text_ids.npy", mmap_mode="r")
@@ -314,7 +315,7 @@ class CodeStore:
 
     def data_config(self) -> DataConfig:
         """The data config the store was encoded from (to rebuild its dataset, e.g. for a scorer)."""
-        return load_config(DataConfig, None, base=self.manifest["identity"]["data"])
+        return load_config(DataConfig, None, base=self.manifest.identity["data"])
 
     def images(self) -> np.ndarray:
         """The image index of each readable item."""
@@ -327,7 +328,7 @@ class CodeStore:
         target = RunDir(Path(run_dir)).tokenizer
         if target.is_dir():
             return target
-        candidates = (StoreDir(self.path.parent).tokenizer, Path(self.manifest["tokenizer"]))
+        candidates = (StoreDir(self.path.parent).tokenizer, Path(self.manifest.tokenizer))
         source = next((c for c in candidates if (c / MODEL_CONFIG).is_file()), None)
         if source is None:
             raise StoreError(f"the store's tokenizer is gone: neither {candidates[0]} nor {candidates[1]} holds it; "
@@ -337,7 +338,7 @@ class CodeStore:
 
     @property
     def num_images(self) -> int:
-        return self.manifest["num_images"]
+        return self.manifest.num_images
 
     def image_of(self, item: int) -> int:
         return int(item) % self.num_images
@@ -346,8 +347,8 @@ class CodeStore:
         """Padded features (B, length, D) float32 and mask (B, length) for caption rows."""
         if not self.text:
             raise StoreError(f"{self.path} holds no caption features (encoded without a text encoder)")
-        length = length or self.text["length"]
-        feats = torch.zeros(len(text_rows), length, self.text["width"])
+        length = length or self.text.length
+        feats = torch.zeros(len(text_rows), length, self.text.width)
         mask = torch.zeros(len(text_rows), length, dtype=torch.bool)
         for i, r in enumerate(text_rows):
             a, b = self.text_offsets[r], self.text_offsets[r + 1]

@@ -82,10 +82,10 @@ class HeadTask(TrainingTask):
 
     def common_kwargs(self) -> dict:
         m = self.cfg.model
-        return {"code_vocab_size": self.store.manifest["vocab_size"], "token_count": self.store.manifest["seq_len"],
+        return {"code_vocab_size": self.store.manifest.vocab_size, "token_count": self.store.manifest.seq_len,
                 "tokenizer_name": self.cfg.text_tokenizer, "dim": m.dim, "depth": m.depth, "heads": m.heads,
                 "code_encoder_depth": m.code_encoder_depth, "dropout": m.dropout,
-                "code_conv_layers": m.code_conv_layers, "token_shape": list(self.store.manifest["token_shape"])}
+                "code_conv_layers": m.code_conv_layers, "token_shape": list(self.store.manifest.token_shape)}
 
     def code_vectors(self) -> torch.Tensor:
         """(V, D) the tokenizer's code vectors, which the head reads (frozen)."""

@@ -2,37 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar, Literal
 
 from lgvq.config import TrainConfig
+from lgvq.errors import ConfigError
+from lgvq.priors.args import SIZES, PriorArchitecture, SizeName
 
 
 @dataclass
-class PriorModelConfig:
-    """The GPT (x-transformers Decoder) and its conditioning."""
-
-    limits: ClassVar[dict[str, str]] = {
-        "dim": ">= 1", "depth": ">= 1", "heads": ">= 1", "ff_mult": ">= 1", "dropout": "[0, 1)",
-        "cond_dropout": "[0, 1]", "text_layers": ">= 0", "group_size": ">= 1"}
+class PriorModelConfig(PriorArchitecture):
+    """The prior's architecture (lgvq/priors/args.py: width, layers, heads, ...), a named size, and
+    what it is conditioned on."""
 
     conditioning: Literal["auto", "none", "class", "text"] = "auto"  # auto: text if the store has caption features,
     #                             else class if it has labels, else none
-    dim: int = 256
-    depth: int = 4
-    heads: int = 4
-    ff_mult: int = 4
-    dropout: float = 0.0
-    cond_dropout: float = 0.1  # probability of the null condition while training (for guidance)
-    text_layers: int = 0  # text priors: bidirectional transformer layers over the prompt before the prefix
-    grid_positions: bool = False  # learned row / column embeddings of each token's grid cell (beside rotary)
-    # codes per prior position along each axis: 2 reads and predicts each 2 x 2 block of the token grid
-    # at one position (a quarter of the sequence), the block's codes one after another by a small head
-    group_size: int = 1
-    # l2-normalised queries and keys with a learned per-dimension scale (x-transformers' qk_norm with
-    # qk_norm_dim_scale), in the decoder and the prompt layers: bounded attention logits, which
-    # tolerate a higher learning rate
-    qk_norm: bool = False
+    size: SizeName | None = None  # tiny | small | base | large: sets dim, depth and heads (args.SIZES)
+
+    def architecture(self) -> PriorArchitecture:
+        """The architecture this config asks for, the named size's dim / depth / heads included."""
+        arch = PriorArchitecture(**{f.name: getattr(self, f.name) for f in fields(PriorArchitecture)})
+        if self.size is None:
+            return arch
+        default, preset = PriorArchitecture(), SIZES[self.size]
+        clash = [k for k, v in preset.items() if getattr(arch, k) not in (v, getattr(default, k))]
+        if clash:
+            raise ConfigError(f"model.size={self.size} sets {', '.join(f'{k}={preset[k]}' for k in clash)}; "
+                              f"drop model.size or the model.{clash[0]} that differs")
+        return replace(arch, **preset)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """The GPT prior over a tokenizer's code sequences, on x-transformers.
 
-    prior = PriorTransformer(vocab_size=1024, seq_len=64, conditioning="text", text_width=384, text_length=24)
+    prior = PriorTransformer(prior_args(vocab_size=1024, seq_len=64, conditioning="text", text_width=384,
+                                        text_length=24))   # or PriorArgs(PriorData(...), sized("base"))
     logits = prior(tokens, Condition(text=feats, text_mask=mask))   # (B, N) ids -> (B, N, V)
 
 The network is x-transformers' `TransformerWrapper` + `Decoder` (rotary positions, PyTorch's
@@ -36,16 +37,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import ConfigMixin
 from torch import nn
 
 from lgvq.errors import ConfigError, PromptError
 from lgvq.hub import LgvqModelMixin
+from lgvq.priors.args import PriorArgs, prior_args
 from lgvq.priors.groups import CodeGroupHead, GroupEmbedding, from_groups, to_groups
 from lgvq.runs import MODEL_CONFIG
 from lgvq.xtransformers import Decoder, Encoder, TransformerWrapper
 
-CONDITIONINGS = ("none", "class", "text")
+__all__ = ["Condition", "PriorTransformer", "prior_args"]
 
 
 @dataclass
@@ -74,26 +76,20 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
     model_kind = "prior"
     config_name = MODEL_CONFIG
 
-    @register_to_config
-    def __init__(self, vocab_size: int = 1024, seq_len: int = 256, conditioning: str = "none", num_classes: int = 0,
-                 text_width: int = 0, text_length: int = 0, dim: int = 256, depth: int = 4, heads: int = 4,
-                 ff_mult: int = 4, dropout: float = 0.0, cond_dropout: float = 0.1,
-                 text_encoder: str | None = None, text_pooling: str = "auto", class_names: list | None = None,
-                 token_shape: tuple = (16, 16), tokens_per_position: int = 1, text_layers: int = 0,
-                 grid_positions: bool = False, trained_classes: list | None = None,
-                 trained_words: list | None = None, group_size: int = 1, qk_norm: bool = False):
-        # trained_classes: the class ids its training data held (None: all); fine-tuning starts
-        # the rows of the others afresh (`initialise_from`). trained_words: the words of its training
-        # captions (text priors; None: not recorded); fine-tuning can favour captions with others
-        # (`finetune.new_data_fraction`)
+    def __init__(self, args: PriorArgs | None = None):
+        """`args`: the architecture and what the code store decides (lgvq/priors/args.py). The
+        saved config.json holds them as one flat dict, so `prior.config.seq_len` etc. read them."""
         super().__init__()
-        if conditioning not in CONDITIONINGS:
-            raise ConfigError(f"conditioning must be one of {CONDITIONINGS}, not {conditioning!r}")
-        if conditioning == "class" and num_classes < 1:
-            raise ConfigError("a class-conditional prior needs num_classes >= 1")
-        if conditioning == "text" and (text_width < 1 or text_length < 1):
-            raise ConfigError("a text-conditional prior needs text_width and text_length")
-        check_groups(group_size, token_shape, tokens_per_position, seq_len)
+        args = PriorArgs() if args is None else args
+        args.data.check()
+        self.register_to_config(**args.to_config())
+        self.args = args
+        data, arch = args.data, args.architecture
+        vocab_size, text_width, text_length = data.vocab_size, data.text_width, data.text_length
+        conditioning, num_classes = data.conditioning, data.num_classes
+        dim, depth, heads, ff_mult, dropout = arch.dim, arch.depth, arch.heads, arch.ff_mult, arch.dropout
+        group_size, qk_norm = arch.group_size, arch.qk_norm
+        check_groups(group_size, data.token_shape, data.tokens_per_position, data.seq_len)
         qk = dict(attn_qk_norm=True, attn_qk_norm_dim_scale=True) if qk_norm else {}
         self.net = TransformerWrapper(
             num_tokens=vocab_size, max_seq_len=self.num_positions + self.prefix_length, use_abs_pos_emb=False,
@@ -105,8 +101,8 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             k = group_size ** 2
             self.group_embedding = GroupEmbedding(vocab_size, dim, k)
             self.group_head = CodeGroupHead(vocab_size, dim, k, hidden=dim * ff_mult)
-        if grid_positions:  # learned row, column (and slot) embeddings, see `grid_embeddings`
-            (h, w), k = self.position_grid, tokens_per_position
+        if arch.grid_positions:  # learned row, column (and slot) embeddings, see `grid_embeddings`
+            (h, w), k = self.position_grid, data.tokens_per_position
             self.row_embedding, self.column_embedding = nn.Embedding(h, dim), nn.Embedding(w, dim)
             self.slot_embedding = nn.Embedding(k, dim) if k > 1 else None
             for table in (self.row_embedding, self.column_embedding, self.slot_embedding):
@@ -118,10 +114,17 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, dim))
             self.null_text = nn.Parameter(torch.randn(text_length, dim) * 0.02)
             self.prompt_encoder = None
-            if text_layers > 0:
-                self.prompt_encoder = Encoder(dim=dim, depth=text_layers, heads=heads, ff_mult=ff_mult,
+            if arch.text_layers > 0:
+                self.prompt_encoder = Encoder(dim=dim, depth=arch.text_layers, heads=heads, ff_mult=ff_mult,
                                               rotary_pos_emb=True, attn_flash=True, attn_dropout=dropout,
                                               ff_dropout=dropout, **qk)
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """Loading: config.json's flat keys -> the one `args` object the constructor takes."""
+        hidden = {k: v for k, v in config_dict.items() if k.startswith("_")}
+        saved = {k: v for k, v in config_dict.items() if not k.startswith("_")}
+        return {"args": PriorArgs.from_config(saved)}, kwargs, hidden
 
     # -- layout ---------------------------------------------------------------------------------
     @property

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from torch import nn
 
 from lgvq.config import ConfigError
 from lgvq.data.code_store import CodeStore, StoreError, store_batches
+from lgvq.priors.args import PriorArgs, PriorData
 from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.model import Condition, PriorTransformer
 from lgvq.runs import StoreDir, model_dir
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def resolve_conditioning(wanted: str, store: CodeStore) -> str:
     has_text = bool(store.text)
-    has_labels = store.manifest.get("num_classes") or int(np.max(store.labels, initial=-1)) >= 0
+    has_labels = store.manifest.num_classes or int(np.max(store.labels, initial=-1)) >= 0
     if wanted == "auto":
         return "text" if has_text else "class" if has_labels else "none"
     if wanted == "text" and not has_text:
@@ -119,11 +119,12 @@ def replay_store(cfg: PriorRunConfig, store: CodeStore) -> CodeStore | None:
         raise StoreError(f"finetune.replay_store={f.replay_store} has no train/ split")
     old = CodeStore(split)
     for key in ("vocab_size", "seq_len", "tokens_per_position"):
-        if old.manifest[key] != store.manifest[key]:
+        theirs, ours = getattr(old.manifest, key), getattr(store.manifest, key)
+        if theirs != ours:
             raise StoreError(f"finetune.replay_store={f.replay_store} holds other codes than store={cfg.store} "
-                             f"({key} {old.manifest[key]} vs {store.manifest[key]}): encode both with one tokenizer")
-    old_text, new_text = old.manifest.get("text") or {}, store.manifest.get("text") or {}
-    if old_text.get("encoder") != new_text.get("encoder") or old_text.get("width") != new_text.get("width"):
+                             f"({key} {theirs} vs {ours}): encode both with one tokenizer")
+    features = lambda text: (text.encoder, text.width) if text else (None, None)  # noqa: E731
+    if features(old.text) != features(store.text):
         raise StoreError(f"finetune.replay_store={f.replay_store} has other caption features than store={cfg.store}")
     return old
 
@@ -138,12 +139,12 @@ def store_words(store: CodeStore) -> set[str]:
     return set().union(*(caption_words(store.texts[r]) for r in rows))
 
 
-def new_items(cfg: PriorRunConfig, store: CodeStore, init: dict | None, conditioning: str) -> np.ndarray | None:
+def new_items(cfg: PriorRunConfig, store: CodeStore, init: PriorData | None, conditioning: str) -> np.ndarray | None:
     """Positions (into the store's readable items) of the images new to the prior fine-tuning
     starts from: a class it never trained on, or a caption with a word its captions never had.
     None when `finetune.new_data_fraction` is off (or, left to its default, cannot apply)."""
     share = cfg.finetune.new_share(conditioning)
-    cannot_tell = init is None or (conditioning == "text" and init.get("trained_words") is None)
+    cannot_tell = init is None or (conditioning == "text" and init.trained_words is None)
     if share <= 0 or (cfg.finetune.new_data_fraction is None and cannot_tell):  # a default applies where it can
         return None
     if init is None or conditioning == "none":
@@ -151,14 +152,14 @@ def new_items(cfg: PriorRunConfig, store: CodeStore, init: dict | None, conditio
                           "text-conditional prior: new images are those with classes or words it never trained on")
     images = store.images()
     if conditioning == "class":
-        trained = set(init.get("trained_classes") or range(init["num_classes"]))
+        trained = set(init.trained_classes or range(init.num_classes))
         labels = np.asarray(store.labels)[images]
         new = np.array([int(c) not in trained for c in labels], dtype=bool)
     else:
-        if init.get("trained_words") is None:
+        if init.trained_words is None:
             raise ConfigError(f"the prior at {cfg.init_from} does not record the words it trained on (it was trained "
                               f"by an older lgvq): set finetune.new_data_fraction=0 or retrain it")
-        known = set(init["trained_words"])
+        known = set(init.trained_words)
         unknown = {r: bool(caption_words(text) - known) for r, text in enumerate(store.texts)}
         new = np.array([any(unknown[r] for r in store.captions[int(i)]) for i in images], dtype=bool)
     positions = np.flatnonzero(new)
@@ -185,39 +186,39 @@ class PriorTask(TrainingTask):
         self.conditioning = resolve_conditioning(cfg.model.conditioning, self.store)
         # the prior fine-tuning starts from (read once: its config here, its weights in build_modules)
         self.init_prior = PriorTransformer.from_pretrained(model_dir(cfg.init_from)) if cfg.init_from else None
-        self.init = dict(self.init_prior.config) if self.init_prior is not None else None
+        # what the prior it starts from was trained on (its store's facts)
+        self.init: PriorData | None = self.init_prior.args.data if self.init_prior is not None else None
         # one prompt length for every batch, whichever store it comes from: fine-tuning keeps the
         # trained prefix length (a longer caption is truncated to it), else the store's
-        self.text_length = (self.init["text_length"] if self.init and self.conditioning == "text"
-                            else self.store.text["length"] if self.store.text else None)
+        self.text_length = (self.init.text_length if self.init and self.conditioning == "text"
+                            else self.store.text.length if self.store.text else None)
         self.new_items = new_items(cfg, self.store, self.init, self.conditioning)
         self.store.copy_tokenizer_to(self.run_dir)
 
-    def prior_kwargs(self) -> dict:
-        """The prior's arguments: the run's `model` config, with what the store decides (token
-        layout, classes, caption features) and the resolved conditioning."""
+    def prior_args(self) -> PriorArgs:
+        """The prior's arguments: the run's `model` architecture, and what the store decides (token
+        layout, classes, caption features) with the resolved conditioning."""
         s = self.store.manifest
-        kwargs = asdict(self.cfg.model) | dict(
-            vocab_size=s["vocab_size"], seq_len=s["seq_len"], conditioning=self.conditioning,
-            token_shape=tuple(s["token_shape"]), tokens_per_position=s["tokens_per_position"])
+        kwargs = dict(vocab_size=s.vocab_size, seq_len=s.seq_len, conditioning=self.conditioning,
+                      token_shape=tuple(s.token_shape), tokens_per_position=s.tokens_per_position)
         stores = [store for store in (self.store, self.replay) if store is not None]
         if self.conditioning == "class":
-            n = s.get("num_classes") or int(np.max(self.store.labels)) + 1
+            n = s.num_classes or int(np.max(self.store.labels)) + 1
             seen = {int(c) for store in stores for c in np.unique(np.asarray(store.labels)[store.images()]) if c >= 0}
             if self.init:  # what the prior it starts from trained on stays trained
-                seen |= set(self.init.get("trained_classes") or range(self.init["num_classes"]))
-            kwargs |= dict(num_classes=n, class_names=s.get("class_names"), trained_classes=sorted(seen))
+                seen |= set(self.init.trained_classes or range(self.init.num_classes))
+            kwargs |= dict(num_classes=n, class_names=s.class_names, trained_classes=sorted(seen))
         if self.conditioning == "text":
-            t = s["text"]
+            t = s.text
             words = set().union(*(store_words(store) for store in stores))
-            if self.init and self.init.get("trained_words") is not None:
-                words |= set(self.init["trained_words"])
-            kwargs |= dict(text_width=t["width"], text_length=self.text_length,
-                           text_encoder=t["encoder"], text_pooling=t["pooling"], trained_words=sorted(words))
-        return kwargs
+            if self.init and self.init.trained_words is not None:
+                words |= set(self.init.trained_words)
+            kwargs |= dict(text_width=t.width, text_length=self.text_length,
+                           text_encoder=t.encoder, text_pooling=t.pooling, trained_words=sorted(words))
+        return PriorArgs(PriorData(**kwargs), self.cfg.model.architecture())
 
     def build_modules(self) -> dict[str, nn.Module]:
-        prior = PriorTransformer(**self.prior_kwargs())
+        prior = PriorTransformer(self.prior_args())
         if self.cfg.init_from:
             initialise_from(prior, self.cfg.init_from, self.cfg.finetune.new_class_init, old=self.init_prior)
             self.init_prior = None  # its weights are copied; only its config (self.init) is kept
