@@ -85,22 +85,19 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         self.register_to_config(**args.to_config())
         self.args = args
         data, arch = args.data, args.architecture
-        vocab_size, text_width, text_length = data.vocab_size, data.text_width, data.text_length
-        conditioning, num_classes = data.conditioning, data.num_classes
-        dim, depth, heads, ff_mult, dropout = arch.dim, arch.depth, arch.heads, arch.ff_mult, arch.dropout
-        group_size, qk_norm = arch.group_size, arch.qk_norm
-        check_groups(group_size, data.token_shape, data.tokens_per_position, data.seq_len)
-        qk = dict(attn_qk_norm=True, attn_qk_norm_dim_scale=True) if qk_norm else {}
+        dim, heads, ff_mult, dropout = arch.dim, arch.heads, arch.ff_mult, arch.dropout
+        check_groups(arch.group_size, data.token_shape, data.tokens_per_position, data.seq_len)
+        qk = dict(attn_qk_norm=True, attn_qk_norm_dim_scale=True) if arch.qk_norm else {}
         self.net = TransformerWrapper(
-            num_tokens=vocab_size, max_seq_len=self.num_positions + self.prefix_length, use_abs_pos_emb=False,
+            num_tokens=data.vocab_size, max_seq_len=self.num_positions + self.prefix_length, use_abs_pos_emb=False,
             emb_dropout=dropout,
-            attn_layers=Decoder(dim=dim, depth=depth, heads=heads, rotary_pos_emb=True, attn_flash=True,
+            attn_layers=Decoder(dim=dim, depth=arch.depth, heads=heads, rotary_pos_emb=True, attn_flash=True,
                                 ff_mult=ff_mult, attn_dropout=dropout, ff_dropout=dropout, **qk))
         self.start = nn.Parameter(torch.randn(1, 1, dim) * 0.02)  # start-of-image embedding
-        if group_size > 1:  # g x g codes per position (lgvq/priors/groups.py)
-            k = group_size ** 2
-            self.group_embedding = GroupEmbedding(vocab_size, dim, k)
-            self.group_head = CodeGroupHead(vocab_size, dim, k, hidden=dim * ff_mult)
+        if arch.group_size > 1:  # g x g codes per position (lgvq/priors/groups.py)
+            k = arch.group_size ** 2
+            self.group_embedding = GroupEmbedding(data.vocab_size, dim, k)
+            self.group_head = CodeGroupHead(data.vocab_size, dim, k, hidden=dim * ff_mult)
         if arch.grid_positions:  # learned row, column (and slot) embeddings, see `grid_embeddings`
             (h, w), k = self.position_grid, data.tokens_per_position
             self.row_embedding, self.column_embedding = nn.Embedding(h, dim), nn.Embedding(w, dim)
@@ -108,11 +105,11 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             for table in (self.row_embedding, self.column_embedding, self.slot_embedding):
                 if table is not None:
                     nn.init.normal_(table.weight, std=0.02)
-        if conditioning == "class":
-            self.class_embedding = nn.Embedding(num_classes + 1, dim)  # last row: null class
-        if conditioning == "text":
-            self.text_proj = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, dim))
-            self.null_text = nn.Parameter(torch.randn(text_length, dim) * 0.02)
+        if data.conditioning == "class":
+            self.class_embedding = nn.Embedding(data.num_classes + 1, dim)  # last row: null class
+        if data.conditioning == "text":
+            self.text_proj = nn.Sequential(nn.LayerNorm(data.text_width), nn.Linear(data.text_width, dim))
+            self.null_text = nn.Parameter(torch.randn(data.text_length, dim) * 0.02)
             self.prompt_encoder = None
             if arch.text_layers > 0:
                 self.prompt_encoder = Encoder(dim=dim, depth=arch.text_layers, heads=heads, ff_mult=ff_mult,

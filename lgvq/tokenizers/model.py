@@ -44,8 +44,8 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, resolution: int = 64, in_channels: int = 3, ch: int = 64, ch_mult: tuple = (1, 2, 2, 4),
                  num_res_blocks: int = 1, attn_resolutions: tuple = (8,), z_channels: int = 64, embed_dim: int = 64,
-                 norm_groups: int = 32, encoder_type: str = "conv", decoder_type: str = "conv", quantizer_config: dict | None = None,
-                 alignment: dict | None = None):
+                 norm_groups: int = 32, encoder_type: str = "conv", decoder_type: str = "conv",
+                 quantizer_config: dict | None = None, alignment: dict | None = None):
         """`quantizer_config`: the run's `model.quantizer` as the dict config.json keeps (read as a
         QuantizerConfig; default: plain VQ with 1024 codes); `alignment`: the alignment spec
         (training only)."""

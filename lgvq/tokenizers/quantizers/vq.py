@@ -7,15 +7,16 @@ weighs the *commitment* term. taming-transformers' `VectorQuantizer2(legacy=True
 `VectorQuantizer`, which `VQModel` builds with legacy on) puts beta on the codebook term instead;
 `legacy_beta=True` reproduces that for comparison.
 
-Codes unused over the whole usage window (`usage_window` training batches) can be restarted from encoder outputs of the current batch (`dead_code_restart`).
-Where new codes are drawn from (`restart_sampling`, also used by `data_init`): `uniform` picks
-batch features at random, so mostly the commonest content (on shapes, black background, which then
-splits into hundreds of near-identical codes); `error` picks them with probability proportional to
-their squared distance from the nearest code (k-means++ seeding: one by one, each draw against the
-live codes and those chosen so far), so new codes go where the codebook reconstructs worst. At a
-restart, once every feature of the batch lies on a code, the dead codes left over wait for the next
-restart: drawn all at once, they would pile onto the same few features as duplicates, and on 32 px
-shapes (512 features a batch, 2048 codes) half the codebook ended up as copies of other codes.
+Codes unused over the whole usage window (`usage_window` training batches) can be restarted from
+encoder outputs of the current batch (`dead_code_restart`). Where new codes are drawn from
+(`restart_sampling`, also used by `data_init`): `uniform` picks batch features at random, so mostly
+the commonest content (on shapes, black background, which then splits into hundreds of
+near-identical codes); `error` picks them with probability proportional to their squared distance
+from the nearest code (k-means++ seeding: one by one, each draw against the live codes and those
+chosen so far), so new codes go where the codebook reconstructs worst. At a restart, once every
+feature of the batch lies on a code, the dead codes left over wait for the next restart: drawn all
+at once, they would pile onto the same few features as duplicates, and on 32 px shapes (512 features
+a batch, 2048 codes) half the codebook ended up as copies of other codes.
 
 CVQ-VAE's online clustering builds on this class (`lgvq.tokenizers.quantizers.cvq`).
 """
