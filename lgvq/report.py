@@ -21,6 +21,7 @@ import numpy as np
 
 from lgvq.cpu import cpu_class
 from lgvq.evaluation.results import write_results
+from lgvq.records import PriorEvaluation, TokenizerEvaluation
 from lgvq.run_result import pipeline_result
 from lgvq.runs import PipelineDir, StoreDir
 
@@ -171,7 +172,7 @@ def build_report(run: str | Path) -> Path:
               "peak_memory_mb": peak_memory}
     figures = {
         "losses": plot_losses(run, plots / "losses.png"),
-        "code_usage": plot_code_usage(p.codes.root, (tok_eval or {}).get("codebook_size", 0) or 1,
+        "code_usage": plot_code_usage(p.codes.root, TokenizerEvaluation.from_json(tok_eval or {}).codebook_size or 1,
                                       plots / "code_usage.png"),
         "samples": plot_samples(p.prior.eval_samples(), plots / "samples.png"),
     }
@@ -230,21 +231,22 @@ def _what_was_run(report: dict) -> list[str]:
 
 def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
     lines = ["# lgvq pipeline report", "", *_what_was_run(report)]
-    t, a, p = report["tokenizer"], report["alignment"], report["prior"]
+    a = report["alignment"]
+    t = TokenizerEvaluation.from_json(report["tokenizer"]) if report["tokenizer"] else None
+    p = PriorEvaluation.from_json(report["prior"]) if report["prior"] else None
     lines += ["## Numbers", "", "| stage | metric | value |", "| --- | --- | --- |"]
     if t:
-        lines += [f"| tokenizer | PSNR (dB) | {_fmt(t.get('psnr'), '.2f')} |",
-                  f"| tokenizer | SSIM | {_fmt(t.get('ssim'))} |",
-                  f"| tokenizer | codebook usage | {_fmt(t.get('codebook_usage'), '.1%')} |",
-                  f"| tokenizer | perplexity | {_fmt(t.get('perplexity'), '.1f')} |",
-                  f"| tokenizer | tokens / image | {t.get('tokens_per_image')} |"]
-        if t.get("black_patch_codes") is not None:
-            lines.append(f"| tokenizer | codes of all-black patches (entropy, nats) | {t['black_patch_codes']} "
-                         f"({_fmt(t.get('black_patch_entropy'), '.2f')}) |")
-        rf = t.get("reconstruction_faithfulness") or {}
-        if rf:
+        lines += [f"| tokenizer | PSNR (dB) | {_fmt(t.psnr, '.2f')} |",
+                  f"| tokenizer | SSIM | {_fmt(t.ssim)} |",
+                  f"| tokenizer | codebook usage | {_fmt(t.codebook_usage, '.1%')} |",
+                  f"| tokenizer | perplexity | {_fmt(t.perplexity, '.1f')} |",
+                  f"| tokenizer | tokens / image | {t.tokens_per_image} |"]
+        if t.black_patch_codes is not None:
+            lines.append(f"| tokenizer | codes of all-black patches (entropy, nats) | {t.black_patch_codes} "
+                         f"({_fmt(t.black_patch_entropy, '.2f')}) |")
+        if t.reconstruction_faithfulness:
             lines.append(f"| tokenizer | reconstructions faithful, one / two objects (the prior's ceiling) | "
-                         f"{_fmt(rf.get('one_object'), '.1%')} / {_fmt(rf.get('two_objects'), '.1%')} |")
+                         f"{_fmt(t.faithful('one_object'), '.1%')} / {_fmt(t.faithful('two_objects'), '.1%')} |")
     if a:
         chance = _fmt(a.get("retrieval_chance_r@1"), ".4f")
         own, swapped = (_fmt(a.get(f"mask_recall@1/mask1/{k}/content")) for k in ("own", "swapped"))
@@ -252,18 +254,17 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
                   f"| alignment | masked colour/shape word R@1, own / swapped codes | {own} / {swapped} |",
                   f"| alignment | relation MSE | {_fmt(a.get('relation_mse'), '.4f')} |"]
     if p:
-        v, f = p.get("validation") or {}, p.get("faithfulness") or {}
-        lines.append(f"| prior | validation NLL (nats/token) | {_fmt(v.get('nll'))} |")
-        seeds = p.get("seeds") or [p.get("seed", 0)]
+        f = p.faithfulness or {}
+        lines.append(f"| prior | validation NLL (nats/token) | {_fmt(p.nll)} |")
+        seeds = p.sampling_seeds
         counts = f"{f.get('count_one_object', '?')} / {f.get('count_two_objects', '?')} prompts"
-        for seed, g in (p.get("faithfulness_per_seed") or {}).items():
+        for seed, g in (p.faithfulness_per_seed or {}).items():
             lines.append(f"| prior | faithfulness, one / two objects, sampling seed {seed} ({counts}) | "
                          f"{_fmt(g.get('one_object'), '.1%')} / {_fmt(g.get('two_objects'), '.1%')} |")
         which = f"mean of seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"sampling seed {seeds[0]}"
-        lines += [f"| prior | faithfulness, one object ({which}; {counts}) | {_fmt(f.get('one_object'), '.1%')} |",
-                  f"| prior | faithfulness, two objects ({which}) | {_fmt(f.get('two_objects'), '.1%')} |"]
-        fid = (p.get("fid") or {}).get("value")
-        lines.append(f"| prior | FID | {_fmt(fid, '.2f')} |")
+        lines += [f"| prior | faithfulness, one object ({which}; {counts}) | {_fmt(p.faithful('one_object'), '.1%')} |",
+                  f"| prior | faithfulness, two objects ({which}) | {_fmt(p.faithful('two_objects'), '.1%')} |",
+                  f"| prior | FID | {_fmt(p.fid_value, '.2f')} |"]
     c, q = report["captioning"], report["vqa"]
     if c:
         scores = " / ".join(_fmt(c.get(k)) for k in ("BLEU-4", "CIDEr-D", "METEOR", "ROUGE-L"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from lgvq.cpu import cpu_description
+from lgvq.records import PriorEvaluation, TokenizerEvaluation
 from lgvq.runs import PipelineDir
 
 RESULT_VERSION = 1
@@ -77,22 +78,22 @@ def training_seed(pipeline: PipelineDir) -> int | None:
 
 def headline_metrics(report: dict) -> dict:
     """The report's headline numbers, flat and named as docs/results.md names them."""
-    t, a, p = report.get("tokenizer") or {}, report.get("alignment") or {}, report.get("prior") or {}
-    c, q = report.get("captioning") or {}, report.get("vqa") or {}
-    recon = t.get("reconstruction_faithfulness") or {}
-    faithful = p.get("faithfulness") or {}
+    t = TokenizerEvaluation.from_json(report.get("tokenizer") or {})
+    p = PriorEvaluation.from_json(report.get("prior") or {})
+    a, c, q = report.get("alignment") or {}, report.get("captioning") or {}, report.get("vqa") or {}
     return {
-        "psnr": t.get("psnr"), "ssim": t.get("ssim"), "codebook_usage": t.get("codebook_usage"),
-        "perplexity": t.get("perplexity"), "tokens_per_image": t.get("tokens_per_image"),
-        "codebook_size": t.get("codebook_size"), "black_patch_entropy": t.get("black_patch_entropy"),
-        "reconstruction_faithful_one": recon.get("one_object"), "reconstruction_faithful_two": recon.get("two_objects"),
+        "psnr": t.psnr, "ssim": t.ssim, "codebook_usage": t.codebook_usage,
+        "perplexity": t.perplexity, "tokens_per_image": t.tokens_per_image,
+        "codebook_size": t.codebook_size, "black_patch_entropy": t.black_patch_entropy,
+        "reconstruction_faithful_one": t.faithful("one_object"),
+        "reconstruction_faithful_two": t.faithful("two_objects"),
         "retrieval_r@1": a.get("retrieval_r@1"), "relation_mse": a.get("relation_mse"),
         "masked_word_own": a.get("mask_recall@1/mask1/own/content"),
         "masked_word_swapped": a.get("mask_recall@1/mask1/swapped/content"),
-        "prior_nll": (p.get("validation") or {}).get("nll"),
-        "faithful_one": faithful.get("one_object"), "faithful_two": faithful.get("two_objects"),
+        "prior_nll": p.nll,
+        "faithful_one": p.faithful("one_object"), "faithful_two": p.faithful("two_objects"),
         "faithful_per_seed": {seed: {"one": r.get("one_object"), "two": r.get("two_objects")}
-                              for seed, r in (p.get("faithfulness_per_seed") or {}).items()},
+                              for seed, r in (p.faithfulness_per_seed or {}).items()},
         "cider_d": c.get("CIDEr-D"), "bleu_4": c.get("BLEU-4"),
         "vqa": q.get("accuracy"), "vqa_per_type": q.get("per_type") or {},
     }

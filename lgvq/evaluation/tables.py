@@ -1,19 +1,20 @@
-"""The tables the evaluation verbs print, from their results dicts (plain Python: the command
-imports this without loading torch)."""
+"""The tables the evaluation verbs print, from their results (plain Python: the command imports
+this without loading torch)."""
 
 from __future__ import annotations
+
+from lgvq.records import PriorEvaluation, TokenizerEvaluation
 
 
 def tokenizer_table(results: dict) -> str:
     """What `lgvq evaluate-tokenizer` prints."""
-    rows = [("images", results["num_images"]), ("PSNR (dB)", results["psnr"]), ("SSIM", results["ssim"]),
-            ("LPIPS", results["lpips"]), ("rFID", results["rfid"]),
-            ("codebook usage (%)", 100 * results["codebook_usage"]), ("perplexity", results["perplexity"]),
-            ("codebook size", results["codebook_size"]), ("tokens / image", results["tokens_per_image"])]
-    if results.get("black_patch_codes") is not None:
-        rows += [("black-patch codes", results["black_patch_codes"]),
-                 ("black-patch code entropy (nats)", results["black_patch_entropy"])]
-    for group, rate in (results.get("reconstruction_faithfulness") or {}).items():
+    r = TokenizerEvaluation.from_json(results)
+    rows = [("images", r.num_images), ("PSNR (dB)", r.psnr), ("SSIM", r.ssim), ("LPIPS", r.lpips), ("rFID", r.rfid),
+            ("codebook usage (%)", _percent(r.codebook_usage)), ("perplexity", r.perplexity),
+            ("codebook size", r.codebook_size), ("tokens / image", r.tokens_per_image)]
+    if r.black_patch_codes is not None:
+        rows += [("black-patch codes", r.black_patch_codes), ("black-patch code entropy (nats)", r.black_patch_entropy)]
+    for group, rate in (r.reconstruction_faithfulness or {}).items():
         if not group.startswith("count_"):
             rows.append((f"reconstructions faithful, {group.replace('_', ' ')} (%)", _percent(rate)))
     width = max(len(r[0]) for r in rows)
@@ -21,7 +22,7 @@ def tokenizer_table(results: dict) -> str:
     for name, value in rows:
         shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
         lines.append(f"{name:<{width}}  {shown}")
-    for key, note in results.get("notes", {}).items():
+    for key, note in r.notes.items():
         lines.append(f"note ({key}): {note}")
     return "\n".join(lines)
 
@@ -41,23 +42,23 @@ def alignment_table(results: dict) -> str:
 
 def prior_table(results: dict) -> str:
     """What `lgvq evaluate-prior` prints."""
+    r = PriorEvaluation.from_json(results)
     lines = ["| metric | value |", "| --- | --- |"]
-    if "validation" in results:
-        v = results["validation"]
-        lines += [f"| validation NLL (nats/token) | {v['nll']:.3f} |", f"| perplexity | {v['perplexity']:.1f} |"]
-    if "faithfulness" in results:
-        f = results["faithfulness"]
+    if r.validation is not None:
+        lines += [f"| validation NLL (nats/token) | {r.nll:.3f} |",
+                  f"| perplexity | {r.validation['perplexity']:.1f} |"]
+    if r.faithfulness is not None:
+        f = r.faithfulness
         groups = [k for k in f if not k.startswith("count_") and k != "overall"]
-        for seed, g in (results.get("faithfulness_per_seed") or {}).items():
+        for seed, g in (r.faithfulness_per_seed or {}).items():
             lines.append(f"| faithfulness, seed {seed}, {' / '.join(k.replace('_', ' ') for k in groups)} | "
                          + " / ".join(f"{g[k]:.1%}" for k in groups) + " |")
-        mean = f"mean of {len(results['seeds'])} seeds, " if results.get("seeds") else ""
+        mean = f"mean of {len(r.seeds)} seeds, " if r.seeds else ""
         lines += [f"| faithfulness, {mean}{k.replace('_', ' ')} ({f.get('count_' + k, '?')} prompts) | {f[k]:.1%} |"
                   for k in groups]
         lines.append(f"| faithfulness, {mean}overall | {f['overall']:.1%} |")
-    fid = results.get("fid") or {}
-    if fid.get("value") is not None:
-        lines.append(f"| FID ({fid['images']} images) | {fid['value']:.2f} |")
+    if r.fid_value is not None:
+        lines.append(f"| FID ({r.fid['images']} images) | {r.fid_value:.2f} |")
     return "\n".join(lines)
 
 
