@@ -181,7 +181,8 @@ def test_cvq_pulls_unused_codes_to_the_features_and_leaves_used_ones(anchor):
 
 def test_cvq_contrastive_term_trains_the_codes():
     torch.manual_seed(0)
-    vq = quantizer(8, 4, kind="cvq", cvq=CVQConfig(contrastive=True), l2_norm=True).train()  # bounded distances: the term is not ~0
+    # l2-normalised: bounded distances, so the term is not ~0
+    vq = quantizer(8, 4, kind="cvq", cvq=CVQConfig(contrastive=True), l2_norm=True).train()
     plain = quantizer(8, 4, kind="cvq", l2_norm=True).train()
     plain.load_state_dict(vq.state_dict())
     z = torch.randn(2, 4, 4, 4)
@@ -189,6 +190,8 @@ def test_cvq_contrastive_term_trains_the_codes():
     assert with_term.loss > without.loss
     with_term.loss.backward()
     assert vq.codebook.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="needs model.quantizer.kind: cvq"):
+        quantizer(8, 4, cvq=CVQConfig(contrastive=True))  # plain VQ would silently drop the term
 
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from lgvq.errors import ConfigError
 from lgvq.tokenizers.quantizers.base import Quantizer, QuantizerOutput
 from lgvq.tokenizers.quantizers.config import QuantizerConfig
 from lgvq.tokenizers.quantizers.cvq import CVQQuantizer
@@ -30,4 +31,6 @@ def quantized_channels(cfg: QuantizerConfig, embed_dim: int) -> int:
 def build_quantizer(cfg: QuantizerConfig, embed_dim: int) -> Quantizer:
     """The quantizer of a `model.quantizer` config (VQCT's holds its vocabulary's sizes, filled
     when the model is first built)."""
+    if cfg.cvq.contrastive and cfg.kind != "cvq":  # the term belongs to CVQ's class; say so, not ignore it
+        raise ConfigError(f"model.quantizer.cvq.contrastive needs model.quantizer.kind: cvq (it is {cfg.kind})")
     return KINDS[cfg.kind](cfg, embed_dim)
