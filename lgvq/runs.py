@@ -102,7 +102,7 @@ class StoreDir:
 
 @dataclass(frozen=True)
 class PipelineDir:
-    """The folder of one `scripts/run_pipeline.sh` run."""
+    """The folder of one main-job run (`scripts/run_pipeline.sh`, `lgvq pipeline`, lgvq.mainjob)."""
 
     root: Path
 
@@ -125,6 +125,26 @@ class PipelineDir:
     @property
     def vqa(self) -> RunDir:
         return RunDir(self.root / "vqa")
+
+    @property
+    def vocab(self) -> Path:
+        """VQCT's word list (lgvq build-vocab)."""
+        return self.root / "vocab"
+
+    @property
+    def text_cache(self) -> Path:
+        """The captions' text features, computed once by the tokenizer stage and reused by encode."""
+        return self.root / "text_cache"
+
+    @property
+    def logs(self) -> Path:
+        """NAME.log: each stage's output."""
+        return self.root / "logs"
+
+    @property
+    def stage_marks(self) -> Path:
+        """.stages/: NAME.done for each finished stage, NAME.running while one runs (its seconds so far)."""
+        return self.root / ".stages"
 
     @property
     def plots(self) -> Path:
@@ -150,7 +170,7 @@ class PipelineDir:
 
     @property
     def wall_time(self) -> Path:
-        """wall.json: the seconds of each invocation of the pipeline script that ran stages."""
+        """wall.json: the seconds of each invocation of the pipeline that ran stages."""
         return self.root / "wall.json"
 
     @property

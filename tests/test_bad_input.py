@@ -130,6 +130,11 @@ CASES = {
                                                              "alignment modules"),
     "top-k above the codebook": lambda r: (sample("--prompt", "a red circle", "--top-k", "100000")(r),
                                            "codebook size"),
+    "pipeline: unknown tokenizer kind": lambda r: (["pipeline", "--out", str(r["root"] / "pipe"), "--tokenizer",
+                                                    "vqgan_xl"], "--tokenizer"),
+    "pipeline: paper data not converted": lambda r: (["pipeline", "--out", str(r["root"] / "pipe"), "--dataset",
+                                                      "cub", "--data-dir", str(r["root"] / "no_cub")],
+                                                     "convert_dataset.py cub"),
 }
 
 

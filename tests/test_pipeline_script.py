@@ -1,9 +1,10 @@
-"""scripts/run_pipeline.sh end to end at toy size: stages, skip-on-rerun, report."""
+"""The main job (scripts/run_pipeline.sh -> lgvq pipeline -> lgvq.mainjob) end to end at toy size:
+the plan, stages, skip-on-rerun, records, report."""
 
 import json
-import shutil
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +16,16 @@ from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "run_pipeline.sh"
 TINY_TOKENIZER = ("data.num_train=48 data.num_val=12 data.image_size=32 model.ch=16 model.ch_mult=[1,2,2,2] "
-                  "model.z_channels=16 model.embed_dim=16 model.quantizer.codebook_size=64 model.quantizer.codebook_dim=4 "
+                  "model.z_channels=16 model.embed_dim=16 model.quantizer.codebook_size=64 "
+                  "model.quantizer.codebook_dim=4 "
                   "lgvq.visual_width=32 train.max_steps=3 train.batch_size=4 train.sample_every=3 "
                   "train.checkpoint_every=3 loss.disc_start=2 loss.disc_ndf=8 train.num_threads=1")
 TINY_PRIOR = ("model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 sample.batch_size=4 "
               "train.num_threads=1")
+# one stage run and recorded (lgvq.mainjob.records) in a process of its own: python -c RECORD PIPELINE NAME COMMAND...
+RECORD = ("import sys; from pathlib import Path; from lgvq.mainjob.records import run_recorded; "
+          "from lgvq.runs import PipelineDir; out, name, command = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]; "
+          "sys.exit(run_recorded(PipelineDir(out), name, command, ' '.join(command), out / 'logs' / f'{name}.log'))")
 TINY_HEAD = "model.dim=32 model.depth=1 model.heads=2 train.max_steps=3 train.batch_size=8 train.num_threads=1"
 
 
@@ -39,7 +45,8 @@ def test_unavailable_choices_are_refused_with_a_reason(tmp_path):
     bad = run_script(tmp_path, TINY_PRIOR, "--tokenizer", "vqgan_xl")
     assert bad.returncode == 2 and "must be one of" in bad.stderr
     bad = run_script(tmp_path, TINY_PRIOR, "--stop-after", "heads")
-    assert bad.returncode == 2 and "--stop-after must be tokenizer, prior or all" in bad.stderr
+    assert bad.returncode == 2 and "--stop-after must be one of tokenizer, prior or all (got heads)" in bad.stderr
+    assert "Traceback" not in bad.stderr and not tmp_path.joinpath("pipeline.json").exists()
 
 
 def stage_commands(*args) -> dict[str, str]:
@@ -75,7 +82,7 @@ def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_the
 
 
 def test_stage_records_time_and_peak_memory_of_every_attempt(tmp_path):
-    stage = [sys.executable, str(REPO / "scripts" / "run_stage.py"), str(tmp_path), "work"]
+    stage = [sys.executable, "-c", RECORD, str(tmp_path), "work"]
     allocate = "import sys, time; block = bytearray(300 * 2**20); time.sleep(1.1); sys.exit(int(sys.argv[1]))"
     failed = subprocess.run([*stage, sys.executable, "-c", allocate, "3"], check=False)
     assert failed.returncode == 3  # the command's status passes through
@@ -89,7 +96,7 @@ def test_stage_records_time_and_peak_memory_of_every_attempt(tmp_path):
 def test_stage_killed_with_its_runner_still_counts_its_time(tmp_path):
     """SIGKILL to the runner and its command together (a killed terminal, a lost machine): the
     heartbeat file keeps the attempt's seconds, and the next attempt adds them to the stage's total."""
-    stage = [sys.executable, str(REPO / "scripts" / "run_stage.py"), str(tmp_path), "work"]
+    stage = [sys.executable, "-c", RECORD, str(tmp_path), "work"]
     killed = subprocess.Popen([*stage, sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
     heartbeat = tmp_path / ".stages" / "work.running"
     deadline = time.monotonic() + 30
@@ -142,7 +149,8 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert result["metrics"]["psnr"] == report["tokenizer"]["psnr"]
     assert result["metrics"]["faithful_two"] == report["prior"]["faithfulness"]["two_objects"]
     assert set(result["metrics"]["faithful_per_seed"]) == {"0", "1", "2"}
-    assert result["metrics"]["cider_d"] == report["captioning"]["CIDEr-D"] and "colour" in result["metrics"]["vqa_per_type"]
+    assert result["metrics"]["cider_d"] == report["captioning"]["CIDEr-D"]
+    assert "colour" in result["metrics"]["vqa_per_type"]
     assert len(result["config_hash"]) == 16 and result["cpu"]["cores"] >= 1 and result["minutes"]["prior"] > 0
     assert len(result["commit"] or "0" * 40) == 40 and result["wall_minutes"] > 0
 
@@ -223,8 +231,8 @@ def test_compare_script_runs_vqct_with_lgvq_end_to_end(tmp_path):
     env = os.environ | {"TOKENIZER_OVERRIDES": TINY_TOKENIZER, "PRIOR_OVERRIDES": TINY_PRIOR,
                         "HEAD_OVERRIDES": TINY_HEAD}
     done = subprocess.run([str(REPO / "scripts" / "compare_tokenizers.sh"), "--root", str(tmp_path),
-                           "--tokenizers", "vqct_lg", "--seeds", "0", "--num-prompts", "8"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900, check=False)
+                           "--tokenizers", "vqct_lg", "--seeds", "0", "--num-prompts", "8"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "vqct_lg" / "seed0" / "report.json").read_text())
     assert report["tokenizer"]["tokens_per_image"] == 4 * 4 * 3  # toy 32-px grid, 3 tokens per position
@@ -269,7 +277,7 @@ def test_compare_script_stops_after_the_tokenizer_in_parallel_jobs(tmp_path):
 
 def test_stages_side_by_side_keep_every_record(tmp_path):
     """Stages started together update commands.json / timings.json without losing an entry."""
-    runner = [sys.executable, str(REPO / "scripts" / "run_stage.py"), str(tmp_path)]
+    runner = [sys.executable, "-c", RECORD, str(tmp_path)]
     started = [subprocess.Popen([*runner, f"stage{i}", sys.executable, "-c", "pass"]) for i in range(8)]
     assert all(p.wait(timeout=120) == 0 for p in started)
     for record in ("commands.json", "timings.json", "peak_memory.json"):
@@ -287,3 +295,41 @@ def test_plan_hash_is_the_settings_not_the_folder(tmp_path, monkeypatch):
     assert plan_hash(listing.format(out="runs/one") + "train.seed=1", "runs/one") != first  # its commands: yes
     (tmp_path / "a.yaml").write_text("lr: 2\n")
     assert plan_hash(listing.format(out="runs/one"), "runs/one") != first  # its config files' contents: yes
+
+
+def test_runner_runs_lanes_side_by_side_skips_finished_stages_and_resumes_after_a_failure(tmp_path):
+    """lgvq.mainjob's runner on a plan of small commands: the two lanes of a step overlap in time,
+    each on its share of the threads; a failed stage stops its lane while the other lane finishes;
+    the next run skips what finished, reruns the failed stage, and counts both attempts' time."""
+    from lgvq.mainjob import PipelineOptions, Plan, Stage, StageFailed
+    from lgvq.mainjob.runner import Runner, execute
+
+    fixed = tmp_path / "fixed"
+
+    def stage(name: str, fails_until_fixed: bool = False) -> Stage:
+        code = (f"import os, time; open({str(tmp_path)!r} + '/{name}.when', 'w').write(f'{{time.time()}} "
+                f"{{os.environ.get(\"OMP_NUM_THREADS\")}}'); time.sleep(1.5); "
+                f"raise SystemExit(3 if {fails_until_fixed} and not os.path.exists({str(fixed)!r}) else 0)")
+        return Stage(name, (sys.executable, "-c", code))
+
+    out = tmp_path / "run"
+    plan = Plan(PipelineOptions(out=str(out)),
+                (((stage("a"),),), ((stage("b"), stage("c", True)), (stage("d"), stage("e")))))
+    lines, errors = [], []
+    runner = Runner(plan, lines.append, errors.append, lane_threads=1)
+    with pytest.raises(StageFailed, match="stage c failed"):
+        runner.run()
+    marks = sorted(p.stem for p in (out / ".stages").glob("*.done"))
+    assert marks == ["a", "b", "d", "e"]  # the other lane went on to its end
+    assert "== c: FAILED (exit 3)" in errors[0]
+    started = {n: float((tmp_path / f"{n}.when").read_text().split()[0]) for n in "abde"}
+    assert abs(started["b"] - started["d"]) < 1.0 and started["e"] < started["b"] + 3.0  # side by side
+    assert (tmp_path / "b.when").read_text().split()[1] == "1"  # the lane's share of threads
+
+    fixed.touch()
+    (tmp_path / "a.when").unlink()
+    report = execute(plan, lines.append, errors.append)
+    assert report.is_file() and not (tmp_path / "a.when").exists()  # a: done already, not run again
+    assert "== a: done already, skipped" in lines and (out / ".stages" / "c.done").is_file()
+    assert json.loads((out / "timings.json").read_text())["c"] >= 3  # both attempts
+    assert len(json.loads((out / "wall.json").read_text())) == 1 and json.loads((out / "pipeline.json").read_text())

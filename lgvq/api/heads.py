@@ -56,7 +56,8 @@ def rank(model: str | Path, images: Sequence[str | Path], texts: Sequence[str], 
         raise UsageError("give images (--images) and texts (--texts and/or --texts-file)")
     aligned = AlignedTokenizer.from_pretrained(model)
     sim = aligned.similarity(load_images(images, aligned.tokenizer.config.resolution), list(texts))  # (I, T)
-    queries, keys = (list(map(str, images)), list(texts)) if direction == "i2t" else (list(texts), list(map(str, images)))
+    image_names = list(map(str, images))
+    queries, keys = (image_names, list(texts)) if direction == "i2t" else (list(texts), image_names)
     if direction != "i2t":
         sim = sim.t()
     k = min(top_k, len(keys))

@@ -23,7 +23,6 @@ from lgvq.tokenizers.training import TokenizerTask
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.trainer import Trainer
 
-
 Stage = Literal["tokenizer", "prior", "captioner", "vqa"]
 # stage -> (config schema, task factory taking (config, run folder))
 STAGES = {

@@ -7,6 +7,7 @@ application layer (lgvq.api) and prints; nothing below imports this package.
     lgvq sample --prior RUN --prompt "a red circle"  lgvq complete --prior RUN --image in.png --prompt ...
     lgvq evaluate-prior --prior RUN                  lgvq train-captioner / train-vqa / caption / answer
     lgvq evaluate-head --model RUN                   lgvq retrieve / fill-mask --model TOKENIZER ...
+    lgvq pipeline [--preset quick|full]              the main job: every stage above, then the report
     lgvq report --run DIR                            lgvq data export-shapes --out DIR --num N
     lgvq demo --run PIPELINE_DIR                     (a local web page; the demo extra)
 
@@ -20,7 +21,7 @@ import logging
 import os
 import sys
 
-from lgvq.cli import data, demo, heads, prior, report, tokenizer
+from lgvq.cli import data, demo, heads, pipeline, prior, report, tokenizer
 from lgvq.cli.common import HelpFormatter
 from lgvq.errors import DISK_FULL, LgvqError, describe_write_error
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show the libraries' warnings and progress bars that lgvq silences (or LGVQ_VERBOSE=1)")
     sub = p.add_subparsers(dest="verb", required=True)
-    for module in (tokenizer, prior, heads, report, data, demo):
+    for module in (pipeline, tokenizer, prior, heads, report, data, demo):
         module.add_parsers(sub)
     return p
 
