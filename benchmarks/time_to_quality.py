@@ -80,10 +80,10 @@ def run_variant(configs: list[str], name: str, overrides: list[str], store: str,
     best_of = int(sampling.pop("best_of", 1))
     results = evaluate_prior_run(run, seeds=seeds, num_prompts=num_prompts, fid=False, device=device,
                                  best_of=best_of, **sampling)
-    f = results["faithfulness"]
+    f = results.faithfulness
     return {"variant": name, "overrides": overrides, "cpu_minutes": minutes, "steps": steps,
             "cpu_seconds_per_step": seconds, "one_object": f["one_object"], "two_objects": f["two_objects"],
-            "per_seed": results.get("faithfulness_per_seed"), "train_seconds": trained,
+            "per_seed": results.faithfulness_per_seed, "train_seconds": trained,
             "evaluation_seconds": time.perf_counter() - start - trained, "device": device}
 
 

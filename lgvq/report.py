@@ -21,7 +21,8 @@ import numpy as np
 
 from lgvq.cpu import cpu_class
 from lgvq.evaluation.results import write_results
-from lgvq.records import PriorEvaluation, TokenizerEvaluation
+from lgvq.records import (AlignmentEvaluation, CaptioningEvaluation, PriorEvaluation, TokenizerEvaluation,
+                          VQAEvaluation)
 from lgvq.run_result import pipeline_result
 from lgvq.runs import PipelineDir, StoreDir
 
@@ -231,9 +232,11 @@ def _what_was_run(report: dict) -> list[str]:
 
 def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
     lines = ["# lgvq pipeline report", "", *_what_was_run(report)]
-    a = report["alignment"]
     t = TokenizerEvaluation.from_json(report["tokenizer"]) if report["tokenizer"] else None
+    a = AlignmentEvaluation.from_json(report["alignment"]) if report["alignment"] else None
     p = PriorEvaluation.from_json(report["prior"]) if report["prior"] else None
+    c = CaptioningEvaluation.from_json(report["captioning"]) if report["captioning"] else None
+    q = VQAEvaluation.from_json(report["vqa"]) if report["vqa"] else None
     lines += ["## Numbers", "", "| stage | metric | value |", "| --- | --- | --- |"]
     if t:
         lines += [f"| tokenizer | PSNR (dB) | {_fmt(t.psnr, '.2f')} |",
@@ -248,11 +251,11 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
             lines.append(f"| tokenizer | reconstructions faithful, one / two objects (the prior's ceiling) | "
                          f"{_fmt(t.faithful('one_object'), '.1%')} / {_fmt(t.faithful('two_objects'), '.1%')} |")
     if a:
-        chance = _fmt(a.get("retrieval_chance_r@1"), ".4f")
-        own, swapped = (_fmt(a.get(f"mask_recall@1/mask1/{k}/content")) for k in ("own", "swapped"))
-        lines += [f"| alignment | image-to-text R@1 (chance {chance}) | {_fmt(a.get('retrieval_r@1'))} |",
+        own, swapped = (_fmt(a.masked_word(codes)) for codes in ("own", "swapped"))
+        lines += [f"| alignment | image-to-text R@1 (chance {_fmt(a.retrieval_chance_r1, '.4f')}) | "
+                  f"{_fmt(a.retrieval_r1)} |",
                   f"| alignment | masked colour/shape word R@1, own / swapped codes | {own} / {swapped} |",
-                  f"| alignment | relation MSE | {_fmt(a.get('relation_mse'), '.4f')} |"]
+                  f"| alignment | relation MSE | {_fmt(a.relation_mse, '.4f')} |"]
     if p:
         f = p.faithfulness or {}
         lines.append(f"| prior | validation NLL (nats/token) | {_fmt(p.nll)} |")
@@ -265,13 +268,12 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
         lines += [f"| prior | faithfulness, one object ({which}; {counts}) | {_fmt(p.faithful('one_object'), '.1%')} |",
                   f"| prior | faithfulness, two objects ({which}) | {_fmt(p.faithful('two_objects'), '.1%')} |",
                   f"| prior | FID | {_fmt(p.fid_value, '.2f')} |"]
-    c, q = report["captioning"], report["vqa"]
     if c:
-        scores = " / ".join(_fmt(c.get(k)) for k in ("BLEU-4", "CIDEr-D", "METEOR", "ROUGE-L"))
+        scores = " / ".join(_fmt(s) for s in (c.bleu_4, c.cider_d, c.meteor, c.rouge_l))
         lines.append(f"| captioning | BLEU-4 / CIDEr-D / METEOR / ROUGE-L | {scores} |")
     if q:
-        lines.append(f"| VQA | accuracy, all | {_fmt(q.get('accuracy'), '.1%')} |")
-        lines += [f"| VQA | accuracy, {k} | {_fmt(v, '.1%')} |" for k, v in (q.get("per_type") or {}).items()]
+        lines.append(f"| VQA | accuracy, all | {_fmt(q.accuracy, '.1%')} |")
+        lines += [f"| VQA | accuracy, {k} | {_fmt(v, '.1%')} |" for k, v in q.per_type.items()]
     if not (t or a or p):
         lines.append("| – | no evaluation results found | – |")
     if timings:

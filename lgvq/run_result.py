@@ -16,7 +16,8 @@ from pathlib import Path
 import yaml
 
 from lgvq.cpu import cpu_description
-from lgvq.records import PriorEvaluation, TokenizerEvaluation
+from lgvq.records import (AlignmentEvaluation, CaptioningEvaluation, PriorEvaluation, TokenizerEvaluation,
+                          VQAEvaluation)
 from lgvq.runs import PipelineDir
 
 RESULT_VERSION = 1
@@ -80,22 +81,23 @@ def headline_metrics(report: dict) -> dict:
     """The report's headline numbers, flat and named as docs/results.md names them."""
     t = TokenizerEvaluation.from_json(report.get("tokenizer") or {})
     p = PriorEvaluation.from_json(report.get("prior") or {})
-    a, c, q = report.get("alignment") or {}, report.get("captioning") or {}, report.get("vqa") or {}
+    a = AlignmentEvaluation.from_json(report.get("alignment") or {})
+    c = CaptioningEvaluation.from_json(report.get("captioning") or {})
+    q = VQAEvaluation.from_json(report.get("vqa") or {})
     return {
         "psnr": t.psnr, "ssim": t.ssim, "codebook_usage": t.codebook_usage,
         "perplexity": t.perplexity, "tokens_per_image": t.tokens_per_image,
         "codebook_size": t.codebook_size, "black_patch_entropy": t.black_patch_entropy,
         "reconstruction_faithful_one": t.faithful("one_object"),
         "reconstruction_faithful_two": t.faithful("two_objects"),
-        "retrieval_r@1": a.get("retrieval_r@1"), "relation_mse": a.get("relation_mse"),
-        "masked_word_own": a.get("mask_recall@1/mask1/own/content"),
-        "masked_word_swapped": a.get("mask_recall@1/mask1/swapped/content"),
+        "retrieval_r@1": a.retrieval_r1, "relation_mse": a.relation_mse,
+        "masked_word_own": a.masked_word("own"), "masked_word_swapped": a.masked_word("swapped"),
         "prior_nll": p.nll,
         "faithful_one": p.faithful("one_object"), "faithful_two": p.faithful("two_objects"),
         "faithful_per_seed": {seed: {"one": r.get("one_object"), "two": r.get("two_objects")}
                               for seed, r in (p.faithfulness_per_seed or {}).items()},
-        "cider_d": c.get("CIDEr-D"), "bleu_4": c.get("BLEU-4"),
-        "vqa": q.get("accuracy"), "vqa_per_type": q.get("per_type") or {},
+        "cider_d": c.cider_d, "bleu_4": c.bleu_4,
+        "vqa": q.accuracy, "vqa_per_type": q.per_type,
     }
 
 

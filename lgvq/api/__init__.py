@@ -15,5 +15,5 @@ from lgvq.images import load_images, save_samples
 
 __all__ = ["PipelineOptions", "StageFailed", "answer_question", "build_vocabulary", "caption_images", "complete_image",
            "encode_store", "evaluate_alignment_run", "evaluate_head_run", "evaluate_prior_run",
-           "evaluate_tokenizer_run", "fill_mask", "load_images", "plan_pipeline", "rank", "run_pipeline", "sample_images", "save_samples",
-           "stage_config", "train"]
+           "evaluate_tokenizer_run", "fill_mask", "load_images", "plan_pipeline", "rank", "run_pipeline",
+           "sample_images", "save_samples", "stage_config", "train"]

@@ -1,8 +1,9 @@
 """Evaluating trained runs: what `lgvq evaluate-*` run. Each function computes the results,
-writes them as JSON (by default RUN/eval/NAME.json) and returns them.
+writes them as JSON (by default RUN/eval/NAME.json) and returns them as a typed record
+(lgvq.records), whose `written_to` says where.
 
     results = evaluate_prior_run("runs/prior", seeds=[0, 1, 2], num_prompts=200)
-    results["faithfulness"]                  # the mean over the seeds, per group of prompts
+    results.faithful("two_objects")          # the mean over the seeds, for one group of prompts
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from lgvq.api.data import data_config_for
 from lgvq.config import load_config
@@ -29,24 +31,35 @@ from lgvq.evaluation.tokenizer_eval import evaluate_tokenizer
 from lgvq.hub import saved_class_name
 from lgvq.pipelines import load_pipeline
 from lgvq.priors.config import PriorRunConfig
+from lgvq.records import (
+    AlignmentEvaluation,
+    CaptioningEvaluation,
+    PriorEvaluation,
+    Record,
+    TokenizerEvaluation,
+    VQAEvaluation,
+)
 from lgvq.runs import RunDir, StoreDir, model_dir
 from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.model import VQTokenizer
 
 log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Record)
 
 
-def _finish(results: dict, model: Path, out: str | Path | None, name: str) -> dict:
-    """Write the results (RUN/eval/NAME.json unless `out`); the returned dict also says where."""
+def _finish(results: dict, model: Path, out: str | Path | None, name: str, record: type[R]) -> R:
+    """Write the results (RUN/eval/NAME.json unless `out`) and return them as `record`."""
     results["model"] = str(model)
     path = write_results(results, out or RunDir.of(model).eval_file(name))
-    return results | {"written_to": str(path)}
+    evaluation = record.from_json(results)
+    evaluation.written_to = str(path)
+    return evaluation
 
 
 def evaluate_tokenizer_run(model: str | Path, *, data: str | None = None, overrides: Sequence[str] = (),
                            limit: int | None = None, batch_size: int = 64, device: str | None = None,
                            inception_path: str | None = None, lpips_vgg_path: str | None = None,
-                           fid: bool = True, out: str | Path | None = None) -> dict:
+                           fid: bool = True, out: str | Path | None = None) -> TokenizerEvaluation:
     """Reconstruction, codebook and (where the data has a scorer) faithfulness numbers of a
     tokenizer on the validation split of its own data or of `data`."""
     model = Path(model)
@@ -57,12 +70,12 @@ def evaluate_tokenizer_run(model: str | Path, *, data: str | None = None, overri
                                  limit=limit, device=resolve_device(device), inception_path=inception_path,
                                  lpips_vgg_path=lpips_vgg_path, compute_fid=fid)
     results["data"] = {"source": data_cfg.source, "path": data_cfg.path, "split": "validation"}
-    return _finish(results, model, out, "tokenizer")
+    return _finish(results, model, out, "tokenizer", TokenizerEvaluation)
 
 
 def evaluate_alignment_run(model: str | Path, *, data: str | None = None, overrides: Sequence[str] = (),
                            limit: int | None = None, batch_size: int = 100, device: str | None = None,
-                           out: str | Path | None = None) -> dict:
+                           out: str | Path | None = None) -> AlignmentEvaluation:
     """LG-VQ diagnostics (retrieval, masked-word recall, relation MSE) of a tokenizer saved with its
     alignment modules."""
     model = Path(model)
@@ -77,13 +90,13 @@ def evaluate_alignment_run(model: str | Path, *, data: str | None = None, overri
     encoder = FrozenTextEncoder(lg["text_encoder"], lg["max_length"], lg["pooling"])
     results = evaluate_alignment(tokenizer, build_dataset(data_cfg, "validation", require_captions=True), encoder,
                                  batch_size=batch_size, limit=limit, device=resolve_device(device))
-    return _finish(results, model, out, "alignment")
+    return _finish(results, model, out, "alignment", AlignmentEvaluation)
 
 
 def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, seeds: Sequence[int] = (0,),
                        num_prompts: int = 200, limit: int | None = None, fid: bool = True,
                        inception_path: str | None = None, device: str | None = None,
-                       out: str | Path | None = None, **sampling) -> dict:
+                       out: str | Path | None = None, **sampling) -> PriorEvaluation:
     """Validation NLL on the store; where the store's data has a scorer and the prior reads text,
     prompt faithfulness for each sampling seed and their mean (the first seed's images in
     RUN/eval/samples, the others in samples_seedN); FID of the first seed's images against the
@@ -115,11 +128,12 @@ def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, se
         results["faithfulness"] = mean_faithfulness(list(per_seed.values()))
         if len(seeds) > 1:
             results["seeds"], results["faithfulness_per_seed"] = list(seeds), per_seed
-    return _finish(results, run.model, out, "prior")
+    return _finish(results, run.model, out, "prior", PriorEvaluation)
 
 
 def evaluate_head_run(model: str | Path, *, store: str | Path | None = None, beams: int = 3, limit: int | None = None,
-                      device: str | None = None, out: str | Path | None = None) -> dict:
+                      device: str | None = None,
+                      out: str | Path | None = None) -> CaptioningEvaluation | VQAEvaluation:
     """VQA accuracy per question type, or captioning BLEU / METEOR / ROUGE-L / CIDEr-D, on the
     validation split of the head's store (or `store`)."""
     run = RunDir.of(model)
@@ -140,4 +154,4 @@ def evaluate_head_run(model: str | Path, *, store: str | Path | None = None, bea
         raise UsageError(f"{folder} holds a {kind or 'folder of unknown kind'}, not a captioning or VQA head")
     results["kind"] = "vqa" if kind == "VQAHead" else "captioning"
     results["store"] = str(validation.path)
-    return _finish(results, folder, out, "head")
+    return _finish(results, folder, out, "head", VQAEvaluation if kind == "VQAHead" else CaptioningEvaluation)

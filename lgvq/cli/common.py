@@ -89,7 +89,8 @@ def print_trained(stage: str, model: Path | None) -> int:
     return 0
 
 
-def print_results(results: dict, table) -> int:
+def print_results(results, table) -> int:
+    """An evaluation's record (lgvq.records) as its table, and where its JSON is."""
     print(table(results))
-    print(f"results written to {results['written_to']}")
+    print(f"results written to {results.written_to}")
     return 0

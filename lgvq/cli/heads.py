@@ -35,7 +35,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
 def cmd_evaluate_head(args: argparse.Namespace) -> int:
     results = api().evaluate_head_run(args.model, store=args.store, beams=args.beams, limit=args.limit,
                                       device=args.device, out=args.out)
-    return print_results(results, vqa_table if results["kind"] == "vqa" else caption_table)
+    return print_results(results, vqa_table if results.kind == "vqa" else caption_table)
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:

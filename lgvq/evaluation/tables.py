@@ -1,14 +1,13 @@
-"""The tables the evaluation verbs print, from their results (plain Python: the command imports
+"""The tables the evaluation verbs print, from their records (plain Python: the command imports
 this without loading torch)."""
 
 from __future__ import annotations
 
-from lgvq.records import PriorEvaluation, TokenizerEvaluation
+from lgvq.records import AlignmentEvaluation, CaptioningEvaluation, PriorEvaluation, TokenizerEvaluation, VQAEvaluation
 
 
-def tokenizer_table(results: dict) -> str:
+def tokenizer_table(r: TokenizerEvaluation) -> str:
     """What `lgvq evaluate-tokenizer` prints."""
-    r = TokenizerEvaluation.from_json(results)
     rows = [("images", r.num_images), ("PSNR (dB)", r.psnr), ("SSIM", r.ssim), ("LPIPS", r.lpips), ("rFID", r.rfid),
             ("codebook usage (%)", _percent(r.codebook_usage)), ("perplexity", r.perplexity),
             ("codebook size", r.codebook_size), ("tokens / image", r.tokens_per_image)]
@@ -31,18 +30,17 @@ def _percent(x: float | None) -> float | None:
     return None if x is None else 100 * x
 
 
-def alignment_table(results: dict) -> str:
-    """What `lgvq evaluate-alignment` prints."""
+def alignment_table(r: AlignmentEvaluation) -> str:
+    """What `lgvq evaluate-alignment` prints: every number of its JSON, by its JSON name."""
     lines = [f"{'metric':<40}  value", f"{'-' * 40}  -----"]
-    for key, value in results.items():
+    for key, value in r.to_json().items():
         shown = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
         lines.append(f"{key:<40}  {shown}")
     return "\n".join(lines)
 
 
-def prior_table(results: dict) -> str:
+def prior_table(r: PriorEvaluation) -> str:
     """What `lgvq evaluate-prior` prints."""
-    r = PriorEvaluation.from_json(results)
     lines = ["| metric | value |", "| --- | --- |"]
     if r.validation is not None:
         lines += [f"| validation NLL (nats/token) | {r.nll:.3f} |",
@@ -62,13 +60,13 @@ def prior_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def vqa_table(r: dict) -> str:
+def vqa_table(r: VQAEvaluation) -> str:
     lines = ["| question type | accuracy |", "| --- | --- |"]
-    lines += [f"| {k} | {v:.1%} |" for k, v in r["per_type"].items()]
-    return "\n".join([*lines, f"| all ({r['questions']}) | {r['accuracy']:.1%} |"])
+    lines += [f"| {k} | {v:.1%} |" for k, v in r.per_type.items()]
+    return "\n".join([*lines, f"| all ({r.questions}) | {r.accuracy:.1%} |"])
 
 
-def caption_table(r: dict) -> str:
-    keys = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"]
-    return "\n".join(["| " + " | ".join(keys) + " |", "|" + " --- |" * len(keys),
-                      "| " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |"])
+def caption_table(r: CaptioningEvaluation) -> str:
+    scores = r.scores()
+    return "\n".join(["| " + " | ".join(scores) + " |", "|" + " --- |" * len(scores),
+                      "| " + " | ".join(f"{v:.3f}" for v in scores.values()) + " |"])
