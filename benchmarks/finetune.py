@@ -1,14 +1,19 @@
-"""Fine-tuning benchmark on shapes: does a fine-tuned prior learn a colour it never saw, and what
-does it forget? Writes OUT/finetune.json and prints a table.
+"""Fine-tuning benchmark on shapes: does a fine-tuned prior learn classes it never saw (a colour
+and a colour-shape pair), and what does it forget? Writes OUT/finetune.json and prints a table.
 
-    python benchmarks/finetune.py --tokenizer RUN/model --out runs/finetune_bench \
-        [--held-out purple] [--pretrain-steps 1000] [--finetune-steps 300] [--conditioning class,text] \
-        [--variants plain,focus25,focus75] [--train-seeds 0,1,2]  # variants: any of those below
+    python benchmarks/finetune.py --out runs/finetune_bench [--tokenizer RUN/model] \
+        [--held-out "purple,orange triangle"] [--pretrain-steps 1000] [--finetune-steps 300] \
+        [--conditioning class,text] [--variants plain,focus25,focus75] [--train-seeds 0,1,2]
 
+The tokenizer: without --tokenizer, the benchmark trains its own into OUT/tokenizer (once; kept
+across runs), the shapes VQ-GAN at 32 px:
+    lgvq train-tokenizer --config configs/tokenizer/vqgan_shapes.yaml data.image_size=32 \
+        train.output_dir=OUT/tokenizer
 For each conditioning (class labels, text prompts):
-  pretrain   a prior on the data without any image whose captions mention the held-out word
-             (data.exclude_words: for purple, 3 of the 24 classes; captions never say purple), one
-             per training seed
+  pretrain   a prior on the data without any image whose captions mention a held-out word or
+             class name (data.exclude_words: purple is 3 of the 24 classes, orange triangle a
+             fourth; captions never say purple, and never pair orange with triangle), one per
+             training seed
   finetune   that prior on the full data, --finetune-steps more (--variants chooses):
                plain    no fine-tuning option (new class rows keep their random init)
                mean     new class rows drawn around the trained ones
@@ -45,6 +50,7 @@ import numpy as np
 import torch
 
 from lgvq.api import encode_store, train
+from lgvq.runs import RunDir
 from lgvq.config import DataConfig
 from lgvq.data.code_store import CodeStore
 from lgvq.data.datasets import build_dataset
@@ -78,15 +84,28 @@ VARIANTS = {
 
 
 TRAINING_SETTINGS = ("held_out", "pretrain_steps", "finetune_steps", "num_train")
+# the tokenizer the benchmark trains when none is given (the docstring's command)
+TOKENIZER_CONFIG = ["configs/tokenizer/vqgan_shapes.yaml"]
+TOKENIZER_OVERRIDES = ["data.image_size=32", "train.num_threads=1"]
 
 
-def mentions(word: str, text: str) -> bool:
-    return re.search(rf"\b{re.escape(word)}\b", text, re.IGNORECASE) is not None
+def mentions(held_out: list[str], text: str) -> bool:
+    """Whether `text` names any held-out word or class name (whole words, any case)."""
+    return any(re.search(rf"\b{re.escape(name)}\b", text, re.IGNORECASE) for name in held_out)
 
 
-def faithfulness(run: Path, conditioning: str, word: str, data: DataConfig, seeds: list[int], num_prompts: int,
-                 per_class: int) -> dict:
-    """Faithful rates on prompts that name `word` (new) and on the others (old), mean over seeds."""
+def benchmark_tokenizer(out: Path) -> Path:
+    """OUT/tokenizer/model, trained with TOKENIZER_CONFIG the first time."""
+    run = RunDir(out / "tokenizer")
+    if not run.model.is_dir():
+        train("tokenizer", TOKENIZER_CONFIG, [*TOKENIZER_OVERRIDES, f"train.output_dir={run.root}"], resume="latest")
+    return run.model
+
+
+def faithfulness(run: Path, conditioning: str, held_out: list[str], data: DataConfig, seeds: list[int],
+                 num_prompts: int, per_class: int) -> dict:
+    """Faithful rates on prompts that name a held-out word or class (new) and on the others (old),
+    mean over seeds."""
     pipe = load_pipeline(run, device="cpu")
     validation = build_dataset(data, "validation")
     scorer = validation.scorer()
@@ -103,9 +122,9 @@ def faithfulness(run: Path, conditioning: str, word: str, data: DataConfig, seed
             images = pipe(names, num_images=per_class, seed=seed, progress=False)
         hits = [scorer.score(np.asarray(im.convert("RGB")), p)[0] for im, p in zip(images, prompts)]
         for part, keep in (("new", True), ("old", False)):
-            chosen = [h for h, p in zip(hits, prompts) if mentions(word, p) == keep]
+            chosen = [h for h, p in zip(hits, prompts) if mentions(held_out, p) == keep]
             rates[part].append(float(np.mean(chosen)) if chosen else float("nan"))
-    counts = {part: sum(mentions(word, p) == (part == "new") for p in prompts) for part in ("new", "old")}
+    counts = {part: sum(mentions(held_out, p) == (part == "new") for p in prompts) for part in ("new", "old")}
     return {part: float(np.mean(v)) for part, v in rates.items()} | {f"count_{k}": v for k, v in counts.items()}
 
 
@@ -131,9 +150,11 @@ def record_run(report: Path, settings: dict, key: str, entry: dict) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tokenizer", required=True, help="a trained tokenizer (RUN/model) of shapes images")
+    p.add_argument("--tokenizer", help="a trained tokenizer (RUN/model) of shapes images (default: train the "
+                                       "benchmark's own into OUT/tokenizer)")
     p.add_argument("--out", default="runs/finetune_bench")
-    p.add_argument("--held-out", default="purple", help="the word (colour) kept out of pretraining")
+    p.add_argument("--held-out", default="purple,orange triangle",
+                   help="words or class names kept out of pretraining, comma-separated (default: 4 of the 24 classes)")
     p.add_argument("--conditioning", default="class,text")
     p.add_argument("--variants", default="plain,focus25,focus75", help=f"fine-tuning variants, of {', '.join(VARIANTS)}")
     p.add_argument("--pretrain-steps", type=int, default=1000)
@@ -152,10 +173,12 @@ def main() -> None:
     prior = SMOKE_PRIOR if args.smoke else PRIOR
     num_train, num_val = (48, 12) if args.smoke else (args.num_train, 500)
     data = [f"data.num_train={num_train}", f"data.num_val={num_val}"]
+    held_out = [name.strip() for name in args.held_out.split(",") if name.strip()]
+    tokenizer = args.tokenizer or benchmark_tokenizer(out)
     stores = {"old": out / "codes_old", "new": out / "codes_new"}
-    encode_store(args.tokenizer, stores["old"], data="shapes", overrides=[*data, f"data.exclude_words=[{args.held_out}]"],
+    encode_store(tokenizer, stores["old"], data="shapes", overrides=[*data, f"data.exclude_words=[{', '.join(held_out)}]"],
                  text_max_length=24, batch_size=64)
-    encode_store(args.tokenizer, stores["new"], data="shapes", overrides=data, text_max_length=24, batch_size=64)
+    encode_store(tokenizer, stores["new"], data="shapes", overrides=data, text_max_length=24, batch_size=64)
     data_cfg = CodeStore(stores["new"] / "validation").data_config()
     freeze = max(1, args.finetune_steps // 10)
     settings = {"held_out": args.held_out, "pretrain_steps": args.pretrain_steps,
@@ -186,7 +209,7 @@ def main() -> None:
                 train("prior", config, [*common, *extra, f"train.max_steps={steps}", f"train.output_dir={run}"],
                       store=str(store), init_from=str(out / conditioning / init) if init else None)
             minutes = (time.monotonic() - start) / 60
-            rates = faithfulness(run, conditioning, args.held_out, data_cfg, seeds, args.num_prompts,
+            rates = faithfulness(run, conditioning, held_out, data_cfg, seeds, args.num_prompts,
                                  args.images_per_class)
             trained_now = minutes > 0.05  # a run found already trained keeps the minutes it took
             entry = rates | {"steps": steps,
@@ -196,17 +219,18 @@ def main() -> None:
 
 
 def print_table(runs: dict, args) -> None:
-    """One row per prior and variant: the mean over its training seeds (each seed's in brackets)."""
+    """One row per prior and variant: the mean over its training seeds (each seed's in brackets), and
+    for the old classes the worst seed beside the mean."""
     groups: dict[str, list[dict]] = {}
     for name, r in runs.items():
         if "new" not in r:
             continue  # trained, not evaluated with these settings
         groups.setdefault(re.sub(r" seed\d+$", "", name), []).append(r)
-    print(f"held out: {args.held_out}; faithful on prompts naming it (new) and on the others (old), mean of "
+    print(f"held out: {args.held_out}; faithful on prompts naming them (new) and on the others (old), mean of "
           f"sampling seeds {args.seeds}; a row with several training seeds gives their mean and (each seed's); "
           f"old change: a fine-tuned prior's old rate minus that of the prior it started from (same seed)")
-    print("| prior | steps | training seeds | new | old | old change | train minutes |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |")
+    print("| prior | steps | training seeds | new | old | old, worst seed | old change | old change, worst seed "
+          "| train minutes |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     order = ["pretrain", *(f"finetune {v}" for v in VARIANTS), "scratch"]  # rows within a conditioning
     for name in sorted(groups, key=lambda n: (n.split(" / ")[0], order.index(n.split(" / ")[1]))):
         rs = groups[name]
@@ -215,16 +239,21 @@ def print_table(runs: dict, args) -> None:
             each = [r[part] for r in rs]
             return f"{np.mean(each):.1%}" + (f" ({', '.join(f'{v:.1%}' for v in each)})" if len(each) > 1 else "")
 
+        changes = old_changes(runs, name)
+        change = (f"{np.mean(changes) * 100:+.1f}" + (f" ({', '.join(f'{c * 100:+.1f}' for c in changes)})"
+                                                     if len(changes) > 1 else "")) if changes else ""
+        worst_change = f"{min(changes) * 100:+.1f}" if changes else ""
         minutes = [r["train_minutes"] for r in rs if r.get("train_minutes") is not None]
-        print(f"| {name} | {rs[0]['steps']} | {len(rs)} | {rate('new')} | {rate('old')} | {old_change(runs, name)} | "
+        print(f"| {name} | {rs[0]['steps']} | {len(rs)} | {rate('new')} | {rate('old')} | "
+              f"{min(r['old'] for r in rs):.1%} | {change} | {worst_change} | "
               f"{f'{np.mean(minutes):.1f}' if minutes else 'n/a'} |")
 
 
-def old_change(runs: dict, name: str) -> str:
-    """Mean (and each seed's) old-rate change of a fine-tuned row against its own pretrained prior."""
+def old_changes(runs: dict, name: str) -> list[float]:
+    """Each training seed's old-rate change of a fine-tuned row against its own pretrained prior."""
     conditioning, prior = name.split(" / ")
     if not prior.startswith("finetune "):
-        return ""
+        return []
     changes = []
     for key, r in runs.items():
         if re.sub(r" seed\d+$", "", key) == name and "old" in r:
@@ -232,10 +261,7 @@ def old_change(runs: dict, name: str) -> str:
             pretrain = runs.get(f"{conditioning} / pretrain{seed}", {})
             if "old" in pretrain:
                 changes.append(r["old"] - pretrain["old"])
-    if not changes:
-        return "n/a"
-    each = f" ({', '.join(f'{c * 100:+.1f}' for c in changes)})" if len(changes) > 1 else ""
-    return f"{np.mean(changes) * 100:+.1f}{each}"
+    return changes
 
 
 if __name__ == "__main__":
