@@ -50,12 +50,12 @@ import numpy as np
 import torch
 
 from lgvq.api import encode_store, train
-from lgvq.runs import RunDir
 from lgvq.config import DataConfig
 from lgvq.data.code_store import CodeStore
 from lgvq.data.datasets import build_dataset
 from lgvq.evaluation.results import write_results
 from lgvq.pipelines import load_pipeline
+from lgvq.runs import RunDir
 
 PRIOR = ["model.dim=128", "model.depth=4", "model.heads=4", "model.text_layers=2", "train.batch_size=32",
          "train.lr=1e-3", "train.warmup_steps=100", "train.checkpoint_every=100000", "train.num_threads=1"]
@@ -154,9 +154,10 @@ def main() -> None:
                                        "benchmark's own into OUT/tokenizer)")
     p.add_argument("--out", default="runs/finetune_bench")
     p.add_argument("--held-out", default="purple,orange triangle",
-                   help="words or class names kept out of pretraining, comma-separated (default: 4 of the 24 classes)")
+                   help="words or class names kept out of pretraining, comma-separated (default: 4 of 24 classes)")
     p.add_argument("--conditioning", default="class,text")
-    p.add_argument("--variants", default="plain,focus25,focus75", help=f"fine-tuning variants, of {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default="plain,focus25,focus75",
+                   help=f"fine-tuning variants, of {', '.join(VARIANTS)}")
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--num-train", type=int, default=8000, help="shapes training images (both stores)")
@@ -176,8 +177,8 @@ def main() -> None:
     held_out = [name.strip() for name in args.held_out.split(",") if name.strip()]
     tokenizer = args.tokenizer or benchmark_tokenizer(out)
     stores = {"old": out / "codes_old", "new": out / "codes_new"}
-    encode_store(tokenizer, stores["old"], data="shapes", overrides=[*data, f"data.exclude_words=[{', '.join(held_out)}]"],
-                 text_max_length=24, batch_size=64)
+    without = f"data.exclude_words=[{', '.join(held_out)}]"
+    encode_store(tokenizer, stores["old"], data="shapes", overrides=[*data, without], text_max_length=24, batch_size=64)
     encode_store(tokenizer, stores["new"], data="shapes", overrides=data, text_max_length=24, batch_size=64)
     data_cfg = CodeStore(stores["new"] / "validation").data_config()
     freeze = max(1, args.finetune_steps // 10)

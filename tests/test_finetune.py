@@ -194,8 +194,8 @@ def test_the_finetune_benchmark_runs_at_toy_size(tmp_path, tiny_tokenizer_dir):
 
     from tests.conftest import REPO
 
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune.py"), "--tokenizer", str(tiny_tokenizer_dir),
-                           "--out", str(tmp_path), "--smoke", "--pretrain-steps", "2", "--finetune-steps", "2",
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "finetune.py"), "--tokenizer",
+                           str(tiny_tokenizer_dir), "--out", str(tmp_path), "--smoke", "--pretrain-steps", "2", "--finetune-steps", "2",
                            "--num-prompts", "8", "--images-per-class", "1", "--seeds", "0",
                            "--conditioning", "class", "--train-seeds", "0,1"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
