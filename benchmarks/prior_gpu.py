@@ -91,7 +91,14 @@ def train_throughput(prior: PriorTransformer, batch: int, repeats: int, compiled
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
 
 
-def sample_throughput(prior: PriorTransformer, tok: VQTokenizer, batch: int, bf16: bool, device) -> dict:
+# how the sampler decodes: x-transformers' growing KV cache, the static cache, the static cache
+# with its step compiled and replayed as a CUDA graph (lgvq/priors/static_cache.py)
+DECODERS = {"kv cache": {}, "static cache": {"static_cache": True},
+            "static + CUDA graph": {"static_cache": True, "compile_step": True}}
+
+
+def sample_throughput(prior: PriorTransformer, tok: VQTokenizer, batch: int, bf16: bool, device,
+                      decoder: str = "kv cache") -> dict:
     cond = text_condition(batch, device)
     gen = torch.Generator(device).manual_seed(0)
     autocast = torch.autocast("cuda", torch.bfloat16) if bf16 else contextlib.nullcontext()
@@ -99,7 +106,8 @@ def sample_throughput(prior: PriorTransformer, tok: VQTokenizer, batch: int, bf1
 
     def sample_only():
         with autocast:
-            return generate(prior, cond, temperature=1.0, top_k=100, cfg_scale=3.0, generator=gen)
+            return generate(prior, cond, temperature=1.0, top_k=100, cfg_scale=3.0, generator=gen,
+                            **DECODERS[decoder])
 
     def sample_and_decode():
         tokens = sample_only()
@@ -176,9 +184,10 @@ def main() -> None:
     print(f"fp32 KV cache vs recomputation on the GPU: {cache_check(prior, device)}")
     for batch in (int(b) for b in args.sample_batches.split(",")):
         for bf16 in (False, True):
-            r = sample_throughput(prior, tok, batch, bf16, device)
-            print(f"sample {'bf16' if bf16 else 'fp32'} batch {batch:>3} (cfg 3, top-k 100, KV cache): "
-                  f"{r['sample']:.1f} images/s tokens only, {r['sample+decode']:.1f} images/s with decoding")
+            for decoder in DECODERS:
+                r = sample_throughput(prior, tok, batch, bf16, device, decoder)
+                print(f"sample {'bf16' if bf16 else 'fp32'} batch {batch:>3} (cfg 3, top-k 100, {decoder}): "
+                      f"{r['sample']:.1f} images/s tokens only, {r['sample+decode']:.1f} images/s with decoding")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@
 3. a prior training step reading the code store over one that encodes the images in the step (target >= 3x)
 4. `model.group_size: 2` (2 x 2 codes per position) over 1: a training step and sampling, at the
    tokenizer's grid (target >= 2.5x for the step: a quarter of the image positions)
+5. (`--parts static`) sampling over the static KV cache against x-transformers' growing cache
 
     python benchmarks/prior_speed.py [--tokenizer-config configs/tokenizer/vqgan_shapes.yaml]
                                      [--prior-config configs/prior/shapes_t2i.yaml] [--device cpu]
-                                     [--parts cache,guidance,store,groups] [TOKENIZER_KEY=VALUE ...]
+                                     [--parts cache,static,guidance,store,groups] [TOKENIZER_KEY=VALUE ...]
 
 e.g. the third ratio with the papers' 256 px f = 16 tokenizer on shapes images:
     python benchmarks/prior_speed.py --parts store --tokenizer-config configs/replicate/vqgan_f16.yaml \
@@ -69,8 +70,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the tokenizer config")
     args = p.parse_args()
     parts = set(args.parts.split(","))
-    if not parts <= {"cache", "guidance", "store", "groups"}:
-        p.error(f"--parts takes cache, guidance, store and groups, not {args.parts!r}")
+    if not parts <= {"cache", "static", "guidance", "store", "groups"}:
+        p.error(f"--parts takes cache, static, guidance, store and groups, not {args.parts!r}")
     device = torch.device(args.device)
     tcfg = load_config(TokenizerRunConfig, args.tokenizer_config, args.overrides)
     pcfg = load_config(PriorRunConfig, args.prior_config)
@@ -86,6 +87,13 @@ def main() -> None:
         run = lambda cache: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, use_cache=cache)  # noqa
         cached, full = side_by_side(run(True), run(False), args.repeats, device)
         rows.append((f"KV cache over recomputation, {n} tokens", full / cached, "(target >= 5x at 256)"))
+
+    # the static cache (preallocated, fixed shapes) against x-transformers' growing one
+    if "static" in parts:
+        prior = text_prior(pcfg, h * w, vocab, device)
+        run = lambda static: lambda: generate(prior, cond, temperature=0, cfg_scale=3.0, static_cache=static)  # noqa
+        static, growing = side_by_side(run(True), run(False), args.repeats, device)
+        rows.append((f"static KV cache over x-transformers' cache, {h * w} tokens", growing / static, ""))
 
     # 2. guidance batching
     if "guidance" in parts:

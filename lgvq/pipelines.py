@@ -91,7 +91,9 @@ class PriorPipeline:
                 prompt = prompt.repeat_interleave(best_of, 0) if prompt is not None else None
             sampled = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
                                cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt,
-                               on_token=bar.update, return_scores=best_of > 1)
+                               on_token=bar.update, return_scores=best_of > 1,
+                               static_cache=bool(args.get("static_cache", True)),
+                               compile_step=bool(args.get("compile_step")))
             if best_of > 1:
                 tokens, scores = sampled
                 best = scores.view(-1, best_of).argmax(1)  # (rows,)

@@ -5,5 +5,6 @@ from lgvq.quiet import quiet_warnings
 
 with quiet_warnings(FutureWarning, r"`torch.jit.script` is deprecated"):
     from x_transformers import Decoder, Encoder, TransformerWrapper
+    from x_transformers.x_transformers import apply_rotary_pos_emb, l2norm  # shared with static_cache.py
 
-__all__ = ["Decoder", "Encoder", "TransformerWrapper"]
+__all__ = ["Decoder", "Encoder", "TransformerWrapper", "apply_rotary_pos_emb", "l2norm"]

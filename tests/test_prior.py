@@ -62,6 +62,46 @@ def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positi
             assert torch.allclose(cached_logits, prior(cached, cond), atol=1e-5)
 
 
+STATIC_CASES = {"unconditional": ("none", {}, 0), "class": ("class", {}, 0), "text": ("text", {}, 0),
+                "QK-norm, prompt encoder": ("text", dict(qk_norm=True, text_layers=1), 0),
+                "2 tokens a cell": ("text", dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2), 0),
+                "grouped": ("text", dict(group_size=2, token_shape=(2, 6), grid_positions=True), 0),
+                "completion": ("class", {}, 5)}
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
+@pytest.mark.parametrize("case", list(STATIC_CASES))
+def test_the_static_cache_draws_the_same_tokens_as_the_kv_cache(case, cfg_scale):
+    """Sampling at temperature 1 from the same seed over preallocated keys and values gives the same
+    tokens, logits and re-ranking scores as x-transformers' cache: with and without guidance, for
+    every conditioning, a grouped prior, several tokens a cell, and completion of given tokens."""
+    conditioning, options, kept = STATIC_CASES[case]
+    prior, cond = make_prior(conditioning, **options), make_condition(conditioning)
+    prompt = torch.randint(0, V, (3, kept), generator=torch.Generator().manual_seed(2)) if kept else None
+    scored = conditioning != "none"
+    (a, logits_a, *scores_a), (b, logits_b, *scores_b) = (
+        generate(prior, cond, cfg_scale=cfg_scale, generator=torch.Generator().manual_seed(7), prompt_tokens=prompt,
+                 return_logits=True, return_scores=scored, static_cache=static) for static in (False, True))
+    assert torch.equal(a, b)
+    assert torch.allclose(logits_a, logits_b, atol=1e-5)
+    if scored:
+        assert torch.allclose(scores_a[0], scores_b[0], atol=1e-4)
+    if kept:
+        assert torch.equal(b[:, :kept], prompt)
+
+
+def test_the_static_cache_is_used_only_for_the_decoders_it_follows():
+    from lgvq.priors.static_cache import StaticDecoder, supported
+    from lgvq.xtransformers import Decoder, TransformerWrapper
+
+    assert supported(make_prior("text", qk_norm=True).net)
+    memory = TransformerWrapper(num_tokens=V, max_seq_len=N, attn_layers=Decoder(dim=32, depth=1, heads=2,
+                                                                                    attn_num_mem_kv=2))
+    assert not supported(memory)
+    with pytest.raises(ValueError, match="static cache does not follow"):
+        StaticDecoder(memory, 2, N)
+
+
 def test_prompt_encoder_lets_each_word_see_the_whole_prompt_but_not_the_padding():
     """With text_layers the first word's prefix embedding depends on a later word; without, it does
     not. Padding features never matter."""

@@ -48,6 +48,10 @@ class SampleConfig:
     # samples drawn per image asked for, keeping the one with the highest conditional minus null
     # log-likelihood under the prior (re-ranking; lgvq/priors/sampling.py); 1: no re-ranking
     best_of: int = 1
+    # decode over preallocated keys and values (lgvq/priors/static_cache.py; false: x-transformers'
+    # growing cache): the same tokens; compile_step on CUDA compiles the step as a CUDA graph
+    static_cache: bool = True
+    compile_step: bool = False
 
 
 @dataclass

@@ -201,30 +201,44 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         return torch.rand(batch_size, device=self.start.device) < self.config.cond_dropout
 
     # -- forward -------------------------------------------------------------------------------
-    def grid_embeddings(self, n: int) -> torch.Tensor | None:
-        """(n, dim) embeddings added to the first n input tokens: input i predicts token i + 1, so it
-        gets that token's row and column on the token grid (and slot, with several tokens per
-        position). Rotary positions alone leave the column implicit, and a raster model that loses
-        track of it continues an object across the right edge onto the next row's left."""
+    def grid_embeddings(self, n: int, start: int = 0) -> torch.Tensor | None:
+        """(n, dim) embeddings added to input tokens start..start + n - 1: input i predicts token
+        i + 1, so it gets that token's row and column on the token grid (and slot, with several
+        tokens per position). Rotary positions alone leave the column implicit, and a raster model
+        that loses track of it continues an object across the right edge onto the next row's left."""
         if not self.config.grid_positions:
             return None
         (_, w), k = self.position_grid, self.config.tokens_per_position
-        target = torch.arange(1, n + 1, device=self.start.device)
+        target = torch.arange(start + 1, start + n + 1, device=self.start.device)
         cell = target // k
         emb = self.row_embedding(cell // w) + self.column_embedding(cell % w)
         return emb + self.slot_embedding(target % k) if self.slot_embedding is not None else emb
+
+    def extra_embeddings(self, inputs: torch.Tensor, dtype: torch.dtype, start: int = 0) -> torch.Tensor | None:
+        """What is added to the token embeddings of inputs start..start + n - 1, (B, n, dim): the
+        grid positions and, with group_size g > 1, the block's codes (inputs (B, n, g^2))."""
+        grid = self.grid_embeddings(inputs.shape[1], start)
+        extra = grid.to(dtype).expand(inputs.shape[0], -1, -1) if grid is not None else None
+        if self.config.group_size > 1:
+            group = self.group_embedding(inputs).to(dtype)
+            extra = group if extra is None else extra + group
+        return extra
 
     def run_network(self, inputs: torch.Tensor, prefix: torch.Tensor, mask: torch.Tensor, **kwargs):
         """The x-transformers network over [prefix, inputs]; (B, P + n, V) logits (or what
         `kwargs` such as return_intermediates ask for). `inputs`: (B, n) ids, or (B, n, g^2) with
         group_size g > 1 (then ask for embeddings: the logits come from `group_logits`)."""
-        grid = self.grid_embeddings(inputs.shape[1])
-        sum_embeds = grid.to(prefix.dtype).expand(inputs.shape[0], -1, -1) if grid is not None else None
-        if self.config.group_size > 1:
-            group = self.group_embedding(inputs).to(prefix.dtype)
-            sum_embeds = group if sum_embeds is None else sum_embeds + group
-            inputs = inputs[..., 0]
-        return self.net(inputs, prepend_embeds=prefix, prepend_mask=mask, sum_embeds=sum_embeds, **kwargs)
+        sum_embeds = self.extra_embeddings(inputs, prefix.dtype)
+        ids = inputs[..., 0] if self.config.group_size > 1 else inputs
+        return self.net(ids, prepend_embeds=prefix, prepend_mask=mask, sum_embeds=sum_embeds, **kwargs)
+
+    def input_embeddings(self, inputs: torch.Tensor, dtype: torch.dtype, start: int = 0) -> torch.Tensor:
+        """(B, n, dim): inputs start..start + n - 1 embedded as `run_network`'s network embeds them
+        (token embedding, then the extra embeddings added), for decoding outside x-transformers."""
+        ids = inputs[..., 0] if self.config.group_size > 1 else inputs
+        embedded = self.net.token_emb(ids)
+        extra = self.extra_embeddings(inputs, dtype, start)
+        return embedded if extra is None else embedded + extra
 
     def group_logits(self, features: torch.Tensor) -> torch.Tensor:
         """CodeGroupHead features (..., dim) -> logits (..., V), through the decoder's output layer."""

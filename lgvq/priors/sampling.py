@@ -1,5 +1,5 @@
 """Autoregressive sampling from a PriorTransformer: temperature, top-k, top-p, classifier-free
-guidance in one doubled batch, a KV cache, seeded generators, and completion of given tokens.
+guidance in one doubled batch, a static KV cache, seeded generators, and completion of given tokens.
 
     tokens = generate(prior, Condition(labels=torch.tensor([3, 7])), cfg_scale=3.0, top_k=100,
                       generator=torch.Generator().manual_seed(0))      # (2, seq_len)
@@ -26,6 +26,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 from lgvq.errors import PromptError
 from lgvq.priors.groups import to_groups
 from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.priors.static_cache import StaticDecoder, supported
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
@@ -65,14 +66,18 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
              top_p: float | None = None, cfg_scale: float = 1.0, generator: torch.Generator | None = None,
              use_cache: bool = True, prompt_tokens: torch.Tensor | None = None, guidance_batch: bool = True,
              return_logits: bool = False, on_token: Callable[[int], None] | None = None,
-             return_scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+             return_scores: bool = False, static_cache: bool = True,
+             compile_step: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Sample (B, seq_len) token ids. `prompt_tokens` (B, K) are kept and the rest is completed.
     With `return_logits` also the (guided) logits of every generated position, (B, seq_len - K, V).
     `guidance_batch=False` runs the conditional and null passes separately (for comparison only).
     `on_token(B)` is called after each token (a progress bar's update). A prior with
     `group_size` g > 1 runs its decoder once per g x g block and samples the block's codes in turn.
     With `return_scores` also each sample's (B,) conditional minus null log-likelihood of its
-    sampled tokens (see the module's docstring; a conditional prior only), returned last."""
+    sampled tokens (see the module's docstring; a conditional prior only), returned last.
+    `static_cache` (with `use_cache`): decode over preallocated keys and values
+    (lgvq/priors/static_cache.py: the same tokens, faster: docs/results.md), else through x-transformers'
+    growing cache; `compile_step`: the static decode step compiled as a CUDA graph (CUDA only)."""
     check_sampling_args(temperature, top_k, top_p, cfg_scale)
     if top_k and top_k > prior.config.vocab_size:
         raise PromptError(f"top_k must be at most the codebook size, {prior.config.vocab_size} (0 turns it off), "
@@ -109,19 +114,16 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
             scores = scores + ratio.gather(1, ids[:, None])[:, 0]
         return logits, ids
 
-    caches = [None] * len(streams)
+    static = static_cache and use_cache and supported(prior.net)
+    runners = [(StaticStream if static else CachedStream)(prior, prefix, mask, use_cache, compile_step)
+               for prefix, mask in streams]
     positions = prompt_positions(prior, prompt_tokens, b, device)  # (B, K) or (B, K / g^2, g^2)
     kept = positions.shape[1]
     all_logits = []
     for _ in range(kept, prior.num_positions):
-        outs = []  # each stream's last output: logits, or the decoder's embedding with groups
-        for i, (prefix, mask) in enumerate(streams):
-            x = positions.repeat(prefix.shape[0] // b, *(1,) * (positions.dim() - 1))
-            out, new_cache = prior.run_network(x, prefix, mask, cache=caches[i], return_intermediates=not grouped,
-                                               return_embeddings_and_intermediates=grouped)
-            if use_cache:
-                caches[i] = new_cache
-            outs.append(out[:, -1])
+        # each stream's last output: logits, or the decoder's embedding with groups
+        outs = [runner.last(positions.repeat(runner.rows // b, *(1,) * (positions.dim() - 1)))
+                for runner in runners]
         if not grouped:
             logits, ids = pick(torch.cat(outs))
             all_logits += [logits] if return_logits else []
@@ -147,6 +149,53 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
     if return_scores:
         out += (scores,)
     return out[0] if len(out) == 1 else out
+
+
+class CachedStream:
+    """One forward pass per step through x-transformers, with its KV cache (or without, to compare)."""
+
+    def __init__(self, prior: PriorTransformer, prefix: torch.Tensor, mask: torch.Tensor, use_cache: bool,
+                 compile_step: bool = False):
+        self.prior, self.prefix, self.mask, self.use_cache = prior, prefix, mask, use_cache
+        self.rows, self.cache = prefix.shape[0], None
+
+    def last(self, positions: torch.Tensor) -> torch.Tensor:
+        """The positions so far (rows, n[, g^2]) -> the last one's logits (rows, V), or its
+        embedding (rows, dim) with group_size > 1."""
+        grouped = self.prior.config.group_size > 1
+        out, cache = self.prior.run_network(positions, self.prefix, self.mask, cache=self.cache,
+                                            return_intermediates=not grouped,
+                                            return_embeddings_and_intermediates=grouped)
+        if self.use_cache:
+            self.cache = cache
+        return out[:, -1]
+
+
+class StaticStream:
+    """The same through a StaticDecoder: the prefix and the given positions in one pass, then one
+    position a step over the preallocated cache."""
+
+    def __init__(self, prior: PriorTransformer, prefix: torch.Tensor, mask: torch.Tensor, use_cache: bool = True,
+                 compile_step: bool = False):
+        self.prior, self.prefix, self.mask, self.rows = prior, prefix, mask, prefix.shape[0]
+        self.decoder = StaticDecoder(prior.net, self.rows, prefix.shape[1] + prior.num_positions)
+        self.step = self.decoder.step
+        if compile_step and prefix.device.type == "cuda":  # replayed as a CUDA graph
+            self.step = torch.compile(self.decoder.step, mode="reduce-overhead", dynamic=False)
+        self.filled = None  # how many positions the cache holds
+
+    def last(self, positions: torch.Tensor) -> torch.Tensor:
+        n, dtype = positions.shape[1], self.prefix.dtype
+        if self.filled is None:
+            x = torch.cat([self.prefix, self.prior.input_embeddings(positions, dtype)], 1)
+            ones = self.mask.new_ones(self.rows, n)
+            hidden = self.decoder.prefill(x, torch.cat([self.mask, ones], 1))[:, -1]
+        else:
+            x = self.prior.input_embeddings(positions[:, n - 1:], dtype, start=n - 1)
+            index = torch.tensor(self.prefix.shape[1] + n - 1, device=x.device)
+            hidden = self.step(x, index)[:, -1].clone()  # a graph's output is overwritten by its next replay
+        self.filled = n
+        return hidden if self.prior.config.group_size > 1 else self.prior.net.to_logits(hidden)
 
 
 def prompt_positions(prior: PriorTransformer, prompt_tokens: torch.Tensor | None, b: int,
