@@ -100,6 +100,11 @@ def test_the_static_cache_is_used_only_for_the_decoders_it_follows():
     assert not supported(memory)
     with pytest.raises(ValueError, match="static cache does not follow"):
         StaticDecoder(memory, 2, N)
+    # under bf16 autocast the cache holds what the projections give
+    prior, cond = make_prior("text"), make_condition("text")
+    with torch.autocast("cpu", torch.bfloat16):
+        tokens = generate(prior, cond, cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    assert tokens.shape == (3, N) and 0 <= tokens.min() and tokens.max() < V
 
 
 def test_prompt_encoder_lets_each_word_see_the_whole_prompt_but_not_the_padding():

@@ -53,11 +53,12 @@ class StaticDecoder:
         self.final_norm = layers.final_norm
         attention = next(block for _, block, kind in self.blocks if kind == "a")
         weight = attention.to_q.weight
-        self.heads, self.dim_head = attention.heads, attention.to_q.out_features // attention.heads
-        shape = (batch, self.heads, max_len, self.dim_head)
+        heads = attention.heads
+        self.shape = (batch, heads, max_len, attention.to_q.out_features // heads)
         count = sum(kind == "a" for _, _, kind in self.blocks)
-        self.keys = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in range(count)]
-        self.values = [torch.zeros(shape, dtype=weight.dtype, device=weight.device) for _ in range(count)]
+        # allocated at the first write, in the dtype the projections give (bf16 under autocast)
+        self.keys: list[torch.Tensor | None] = [None] * count
+        self.values: list[torch.Tensor | None] = [None] * count
         self.key_mask = torch.zeros(batch, max_len, dtype=torch.bool, device=weight.device)
         self.slots = torch.arange(max_len, device=weight.device)
         self.freqs = layers.rotary_pos_emb(self.slots)[0] if layers.rotary_pos_emb is not None else None
@@ -98,6 +99,9 @@ class StaticDecoder:
             k = l2norm(k, groups=attention.qk_norm_groups) * attention.qk_norm_k_scale
         if freqs is not None:
             q, k = apply_rotary_pos_emb(q, freqs), apply_rotary_pos_emb(k, freqs)
+        if self.keys[layer] is None:
+            self.keys[layer] = k.new_zeros(self.shape)
+            self.values[layer] = v.new_zeros(self.shape)
         self.keys[layer].index_copy_(2, positions, k)
         self.values[layer].index_copy_(2, positions, v)
         scale = attention.attend.scale
