@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lgvq.errors import ConfigError
-from lgvq.mainjob.matrix import check_choices, default_preset, recipe
+from lgvq.mainjob.matrix import DatasetRecipe, check_choices, default_preset, recipe
 from lgvq.runs import PipelineDir
 
 
@@ -92,72 +92,83 @@ def plan_pipeline(options: PipelineOptions) -> Plan:
     """The stages `options` run. Raises ConfigError for a choice outside the matrix, and
     InputFileError for a paper dataset that has not been converted yet."""
     options.check()
-    preset = options.resolved_preset
-    r = recipe(options.dataset, preset, options.data_dir)
-    tok = options.tokenizer
-    run = PipelineDir(Path(options.out))
-    if options.num_processes > 1:
-        launch = ("accelerate", "launch", "--multi_gpu", "--num_processes", str(options.num_processes), "-m", "lgvq")
-    else:
-        launch = ("lgvq",)
-
-    def configs(files) -> tuple[str, ...]:
-        return tuple(arg for f in files for arg in ("--config", f))
-
-    tokenizer_configs = list(r.tokenizer)
-    tokenizer_extra = [*r.tokenizer_overrides, *options.tokenizer_overrides]
-    prior_extra = list(options.prior_overrides)
-    if tok.startswith("cvq"):
-        tokenizer_configs.append(r.cvq)
-    if tok.startswith("vqct"):
-        tokenizer_configs.append(r.vqct)
-        tokenizer_extra.append(f"model.quantizer.vqct.vocab={run.vocab}")
-        if preset == "quick":  # several tokens per grid cell, which the quick prior's 2 x 2 blocks cannot group
-            prior_extra.insert(0, "model.group_size=1")
-    aligned = tok.endswith("_lg")
-    if aligned:
-        tokenizer_configs.append(r.lgvq)
-    model = f"{run.tokenizer.model}"
-    heads = tuple(options.head_overrides)
-
-    def stage(name: str, *argv: str) -> Stage:
-        return Stage(name, tuple(argv))
-
-    def trained(name: str, verb: str, files, *extra: str) -> Stage:
-        return stage(name, *launch, verb, *configs(files), "--resume", "latest", *extra)
-
-    vocab = stage("vocab", "lgvq", "build-vocab", *r.vocab_args, "--out", f"{run.vocab}")
-    tokenizer = trained("tokenizer", "train-tokenizer", tokenizer_configs, f"train.output_dir={run.tokenizer.root}",
-                        f"lgvq.text_cache_dir={run.text_cache}", *tokenizer_extra)
-    evaluations = [stage("evaluate-tokenizer", "lgvq", "evaluate-tokenizer", "--model", model, "--no-fid")]
-    if aligned:
-        evaluations.append(stage("evaluate-alignment", "lgvq", "evaluate-alignment", "--model", model))
-    encode = stage("encode", "lgvq", "encode", "--tokenizer", model, "--out", f"{run.codes.root}", *r.encode_args,
-                   "--text-cache-dir", f"{run.text_cache}")
-    store = f"store={run.codes.root}"
-    prior = [trained("prior", "train-prior", r.prior, store, f"train.output_dir={run.prior.root}", *prior_extra),
-             stage("evaluate-prior", "lgvq", "evaluate-prior", "--prior", f"{run.prior.root}", "--num-prompts",
-                   str(options.num_prompts), "--seeds", options.sample_seeds)]
-    head_lane = []
-    if r.captioner:
-        head_lane += [trained("captioner", "train-captioner", r.captioner, store,
-                              f"train.output_dir={run.captioner.root}", *heads),
-                      stage("evaluate-captioner", "lgvq", "evaluate-head", "--model", f"{run.captioner.root}",
-                            "--limit", str(options.num_prompts))]
-    if r.vqa:
-        head_lane += [trained("vqa", "train-vqa", r.vqa, store, f"train.output_dir={run.vqa.root}", *heads),
-                      stage("evaluate-vqa", "lgvq", "evaluate-head", "--model", f"{run.vqa.root}")]
-
+    build = StageBuilder(options, recipe(options.dataset, options.resolved_preset, options.data_dir))
     steps: list[tuple[tuple[Stage, ...], ...]] = []
-    if tok.startswith("vqct"):
-        steps.append(((vocab,),))
-    steps.append(((tokenizer,),))
+    if build.vqct:
+        steps.append(((build.vocab(),),))
+    steps.append(((build.tokenizer(),),))
+    evaluations = build.evaluations()
     if options.stop_after == "tokenizer":
         steps.append(((evaluations[0],), tuple(evaluations[1:])))
     else:
-        steps.append(((encode,), tuple(evaluations)))
+        steps.append(((build.encode(),), tuple(evaluations)))
+        prior = build.prior()
         if options.stop_after == "prior":
-            steps += [((prior[0],),), ((prior[1],),)]
+            steps += [((stage,),) for stage in prior]
         else:
-            steps.append((tuple(prior), tuple(head_lane)))
+            steps.append((prior, build.heads()))
     return Plan(options, tuple(tuple(lane for lane in step if lane) for step in steps))
+
+
+class StageBuilder:
+    """Each stage's command line for one run: the recipe's config files, the run folder's paths
+    (lgvq.runs.PipelineDir) and the user's overrides, in the order the commands have always had
+    (a study's plan hash is taken over them)."""
+
+    def __init__(self, options: PipelineOptions, r: DatasetRecipe):
+        self.options, self.r = options, r
+        self.run = PipelineDir(Path(options.out))
+        self.vqct, self.aligned = options.tokenizer.startswith("vqct"), options.tokenizer.endswith("_lg")
+        n = options.num_processes
+        self.launch = ("accelerate", "launch", "--multi_gpu", "--num_processes", str(n), "-m", "lgvq") if n > 1 \
+            else ("lgvq",)
+        self.model = str(self.run.tokenizer.model)
+        self.store = f"store={self.run.codes.root}"
+
+    def trained(self, name: str, verb: str, files, *extra: str) -> Stage:
+        configs = tuple(arg for f in files for arg in ("--config", f))
+        return Stage(name, (*self.launch, verb, *configs, "--resume", "latest", *extra))
+
+    def vocab(self) -> Stage:
+        return Stage("vocab", ("lgvq", "build-vocab", *self.r.vocab_args, "--out", str(self.run.vocab)))
+
+    def tokenizer(self) -> Stage:
+        r, tok = self.r, self.options.tokenizer
+        files = [*r.tokenizer, *([r.cvq] if tok.startswith("cvq") else []), *([r.vqct] if self.vqct else []),
+                 *([r.lgvq] if self.aligned else [])]
+        extra = [*r.tokenizer_overrides, *self.options.tokenizer_overrides,
+                 *([f"model.quantizer.vqct.vocab={self.run.vocab}"] if self.vqct else [])]
+        return self.trained("tokenizer", "train-tokenizer", files, f"train.output_dir={self.run.tokenizer.root}",
+                            f"lgvq.text_cache_dir={self.run.text_cache}", *extra)
+
+    def evaluations(self) -> list[Stage]:
+        stages = [Stage("evaluate-tokenizer", ("lgvq", "evaluate-tokenizer", "--model", self.model, "--no-fid"))]
+        if self.aligned:
+            stages.append(Stage("evaluate-alignment", ("lgvq", "evaluate-alignment", "--model", self.model)))
+        return stages
+
+    def encode(self) -> Stage:
+        return Stage("encode", ("lgvq", "encode", "--tokenizer", self.model, "--out", str(self.run.codes.root),
+                                *self.r.encode_args, "--text-cache-dir", str(self.run.text_cache)))
+
+    def prior(self) -> tuple[Stage, Stage]:
+        o, root = self.options, self.run.prior.root
+        extra = list(o.prior_overrides)
+        if self.vqct and o.resolved_preset == "quick":  # several tokens a cell: no 2 x 2 blocks of the quick prior
+            extra.insert(0, "model.group_size=1")
+        return (self.trained("prior", "train-prior", self.r.prior, self.store, f"train.output_dir={root}", *extra),
+                Stage("evaluate-prior", ("lgvq", "evaluate-prior", "--prior", str(root), "--num-prompts",
+                                         str(o.num_prompts), "--seeds", o.sample_seeds)))
+
+    def heads(self) -> tuple[Stage, ...]:
+        """Each head the dataset has, trained then evaluated, one after another."""
+        stages: list[Stage] = []
+        for name, verb, files, run, evaluate in (
+                ("captioner", "train-captioner", self.r.captioner, self.run.captioner,
+                 ("--limit", str(self.options.num_prompts))),
+                ("vqa", "train-vqa", self.r.vqa, self.run.vqa, ())):
+            if files:
+                stages += [self.trained(name, verb, files, self.store, f"train.output_dir={run.root}",
+                                        *self.options.head_overrides),
+                           Stage(f"evaluate-{name}", ("lgvq", "evaluate-head", "--model", str(run.root), *evaluate))]
+        return tuple(stages)
