@@ -44,6 +44,8 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 class Runner:
+    """Runs a plan's steps in order; `failed` names the stages that failed."""
+
     def __init__(self, plan: Plan, echo: Echo, echo_error: Echo, lane_threads: int | None):
         self.plan, self.folder, self.lane_threads = plan, plan.folder, lane_threads
         self.echo, self.echo_error = echo, echo_error
@@ -92,7 +94,8 @@ class Runner:
         for step in self.plan.steps:
             self.step(step)
             if self.failed:
-                raise StageFailed(f"stage {', '.join(self.failed)} failed (its log is in {self.folder.logs}); "
+                which = f"stage{'s' if len(self.failed) > 1 else ''} {', '.join(self.failed)}"
+                raise StageFailed(f"{which} failed (logs in {self.folder.logs}); "
                                   f"fix the cause and run the same command again: finished stages are skipped")
 
 
