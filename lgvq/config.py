@@ -109,7 +109,7 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup_steps, down to min_lr_ratio
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0  # 0 disables
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "no"  # auto: bf16 where the device computes it natively

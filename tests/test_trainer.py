@@ -159,6 +159,10 @@ def test_warmup_then_cosine_schedule():
     assert f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))
     assert lr_factor(50, 10, 110, "constant", 0.1) == 1.0
+    # linear: a straight line from the peak after warmup to min_lr_ratio at the end
+    f = [lr_factor(s, warmup_steps=10, max_steps=110, schedule="linear", min_lr_ratio=0.1) for s in range(111)]
+    assert f[9] == pytest.approx(1.0) and f[60] == pytest.approx(0.55) and f[110] == pytest.approx(0.1)
+    assert f[35] == pytest.approx(0.775) and f[85] == pytest.approx(0.325)  # cosine: 0.87 and 0.23
 
 
 def test_fused_adam_takes_the_same_steps_as_torch_default():
