@@ -1,5 +1,5 @@
 """The GPU path measured in one go: prior training (tokens/s, MFU, eager and compiled, the largest
-batch that fits), sampling (images/s, latency, the share of time outside the model), tokenizer
+batch that fits), sampling (images/s and latency of each decoder; time outside the model), tokenizer
 training and encoding, and the default pipeline, with the environment and each part's peak
 memory. Sized to finish in under 8 minutes on one H100 / H200.
 
@@ -184,9 +184,15 @@ def prior_training(s: dict, device, peak: float | None, smoke: bool) -> dict:
     return results
 
 
+# the sampler's decoders (lgvq/priors/static_cache.py); the CUDA graph only on CUDA
+DECODERS = {"kv cache": {"static_cache": False}, "static cache": {"static_cache": True},
+            "static + CUDA graph": {"static_cache": True, "compile_step": True}}
+
+
 def sampling(s: dict, device) -> dict:
-    """Images/s and latency with the KV cache and guidance in one doubled batch; the share of
-    wall time spent outside the network's forward calls (Python, sampling, cache bookkeeping)."""
+    """Images/s and latency of each decoder, guidance in one doubled batch; for x-transformers'
+    cache also the share of wall time spent outside the network's forward calls (Python,
+    sampling, cache bookkeeping: what the static cache and its CUDA graph remove)."""
     prior = build_prior(s["priors"]["large"], s["seq"], s["text_length"], device).eval()
     inside = [0.0]
     run_network = prior.run_network
@@ -203,25 +209,30 @@ def sampling(s: dict, device) -> dict:
 
     results = {}
     autocast = torch.autocast(device.type, torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    decoders = {k: v for k, v in DECODERS.items() if device.type == "cuda" or not v.get("compile_step")}
     for batch in s["sample_batches"]:
         cond = text_condition_sized(batch, prior, device)
         gen = torch.Generator(device).manual_seed(0)
+        rows: dict = {}
+        for name, options in decoders.items():
+            def sample(options=options):
+                with autocast:
+                    return generate(prior, cond, temperature=1.0, top_k=100, cfg_scale=3.0, generator=gen, **options)
 
-        def sample():
-            with autocast:
-                return generate(prior, cond, temperature=1.0, top_k=100, cfg_scale=3.0, generator=gen)
-
-        row: dict = {}
-        with peak_memory(device, row):
-            sec = seconds(sample, device, repeats=2, warmup=1)
-        prior.run_network = timed_network  # a separate pass: the synchronisation would slow the timed one
-        inside[0] = 0.0
-        t = time.perf_counter()
-        sample()
-        total = time.perf_counter() - t
-        prior.run_network = run_network
-        row |= {"images_per_s": batch / sec, "latency_s": sec, "outside_model_share": max(0.0, 1 - inside[0] / total)}
-        results[str(batch)] = row
+            row: dict = {}
+            with peak_memory(device, row):
+                sec = seconds(sample, device, repeats=2, warmup=1)
+            row |= {"images_per_s": batch / sec, "latency_s": sec}
+            if not options["static_cache"]:  # a separate pass: the synchronisation would slow the timed one
+                prior.run_network = timed_network
+                inside[0] = 0.0
+                t = time.perf_counter()
+                sample()
+                total = time.perf_counter() - t
+                prior.run_network = run_network
+                row["outside_model_share"] = max(0.0, 1 - inside[0] / total)
+            rows[name] = row
+        results[str(batch)] = rows
     return results
 
 
@@ -321,10 +332,12 @@ def table(results: dict) -> str:
                              f"{m['tflops']:.2f} TFLOP/s, MFU {fmt(m['mfu'], '.1%')}, "
                              f"peak {fmt(m['peak_gib'], '.1f')} GiB")
         lines.append(f"prior {name} largest batch that fits: {fmt(r['largest_batch'], 'd')}")
-    for batch, r in (results.get("sampling") or {}).items():
-        lines.append(f"sampling large prior batch {batch:>3}: {r['images_per_s']:.2f} images/s, "
-                     f"{r['latency_s']:.2f} s per batch, {r['outside_model_share']:.0%} of the time outside the "
-                     f"model, peak {fmt(r['peak_gib'], '.1f')} GiB")
+    for batch, rows in (results.get("sampling") or {}).items():
+        for decoder, r in rows.items():
+            outside = f", {r['outside_model_share']:.0%} of the time outside the model" \
+                if "outside_model_share" in r else ""
+            lines.append(f"sampling large prior batch {batch:>3}, {decoder}: {r['images_per_s']:.2f} images/s, "
+                         f"{r['latency_s']:.2f} s per batch{outside}, peak {fmt(r['peak_gib'], '.1f')} GiB")
     for name, r in (results.get("tokenizer") or {}).items():
         lines.append(f"tokenizer {name} ({r['image_size']} px, batch {r['batch']}, {r['lpips']}): train "
                      f"{r['train_images_per_s']:.1f} images/s, encode {r['encode_images_per_s']:.1f} images/s, "

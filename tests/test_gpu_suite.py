@@ -20,14 +20,17 @@ def test_gpu_suite_smoke_measures_every_part(tmp_path):
     for name in ("large", "shapes preset"):
         assert r["prior"][name]["eager"]["step_ms"] > 0 and r["prior"][name]["eager"]["tokens_per_s"] > 0
     assert set(r["sampling"]) == {"1", "4"}
-    assert all(0 <= row["outside_model_share"] <= 1 and row["images_per_s"] > 0 for row in r["sampling"].values())
+    for rows in r["sampling"].values():  # each decoder (the CUDA graph only on CUDA)
+        assert set(rows) == {"kv cache", "static cache"}
+        assert all(row["images_per_s"] > 0 for row in rows.values())
+        assert 0 < rows["kv cache"]["outside_model_share"] <= 1
     for row in r["tokenizer"].values():
         assert row["train_images_per_s"] > 0 and row["encode_images_per_s"] > 0
     assert "randomly initialised VGG16" in r["tokenizer"]["papers' f = 16"]["lpips"] or "real" in \
         r["tokenizer"]["papers' f = 16"]["lpips"]
     assert r["pipeline"]["status"] == "finished" and "tokenizer" in r["pipeline"]["stages_done"]
     assert r["pipeline"]["stage_minutes"]["tokenizer"] >= 0
-    assert "sampling large prior batch   4" in done.stdout and "pipeline: finished" in done.stdout
+    assert "sampling large prior batch   4, static cache" in done.stdout and "pipeline: finished" in done.stdout
 
 
 def test_gpu_suite_refuses_unknown_parts_and_a_missing_gpu():
