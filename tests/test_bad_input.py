@@ -163,3 +163,54 @@ def test_bad_input_exits_2_naming_the_thing_and_changes_nothing(case, runs, caps
 def test_the_store_case_leaves_the_old_manifest(runs):
     manifest = json.loads((runs["root"] / "folder_store" / "train" / "store.json").read_text())
     assert manifest["num_images"] == 8
+
+
+# -- every verb, walked: a missing file or a value out of range, without any trained run ---------
+def verb_cases(tmp) -> dict[str, tuple[list[str], str]]:
+    """verb -> (arguments with one mistake, what the one-line message must name)."""
+    nowhere, image = str(tmp / "nowhere"), str(tmp / "nowhere.png")
+    return {
+        "pipeline": (["pipeline", "--out", str(tmp / "p"), "--stop-after", "heads"], "--stop-after"),
+        "train-tokenizer": (["train-tokenizer", "--config", nowhere + ".yaml"], "nowhere.yaml"),
+        "evaluate-tokenizer": (["evaluate-tokenizer", "--model", nowhere], "nowhere"),
+        "evaluate-alignment": (["evaluate-alignment", "--model", nowhere], "nowhere"),
+        "build-vocab": (["build-vocab", "--out", str(tmp / "v"), "--max-words", "0"], "--max-words"),
+        "encode": (["encode", "--tokenizer", nowhere, "--out", str(tmp / "s")], "nowhere"),
+        "train-prior": (["train-prior", "--config", nowhere + ".yaml"], "nowhere.yaml"),
+        "sample": (["sample", "--prior", nowhere, "--prompt", "a red circle", "--out", str(tmp / "o")], "nowhere"),
+        "complete": (["complete", "--prior", nowhere, "--image", image, "--keep-top", "0.5", "--prompt", "a red circle",
+                      "--out", str(tmp / "c")], "nowhere"),
+        "evaluate-prior": (["evaluate-prior", "--prior", nowhere], "nowhere"),
+        "train-captioner": (["train-captioner", "--config", nowhere + ".yaml"], "nowhere.yaml"),
+        "train-vqa": (["train-vqa", "--config", nowhere + ".yaml"], "nowhere.yaml"),
+        "caption": (["caption", "--model", nowhere, image], "nowhere"),
+        "answer": (["answer", "--model", nowhere, "--image", image, "--question", "what shape?"], "nowhere"),
+        "evaluate-head": (["evaluate-head", "--model", nowhere], "nowhere"),
+        "retrieve": (["retrieve", "--model", nowhere, "--images", image, "--texts", "a red circle"], "nowhere"),
+        "fill-mask": (["fill-mask", "--model", nowhere, "--image", image, "--caption", "a [MASK] circle"], "nowhere"),
+        "report": (["report"], "--run"),
+        "data": (["data", "export-shapes", "--out", str(tmp / "d"), "--num", "0"], "--num"),
+        "demo": (["demo", "--run", nowhere], "nowhere"),
+    }
+
+
+def test_every_verb_has_a_bad_argument_case(tmp_path):
+    from lgvq.cli import build_parser
+
+    verbs = build_parser()._subparsers._group_actions[0].choices
+    assert set(verb_cases(tmp_path)) == set(verbs)  # a new verb needs its case here
+
+
+@pytest.mark.parametrize("verb", list(verb_cases(REPO)))
+def test_every_verb_refuses_a_bad_argument_in_one_line(verb, tmp_path, capsys):
+    argv, named = verb_cases(tmp_path)[verb]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if "error" in line]
+    assert message and named in message[-1], err[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

@@ -22,7 +22,7 @@ from lgvq.devices import resolve_device
 from lgvq.downstream.captioning import CaptionHead
 from lgvq.downstream.training import HeadRunConfig
 from lgvq.downstream.vqa import VQAHead
-from lgvq.errors import NotAlignedError, UsageError
+from lgvq.errors import InputFileError, NotAlignedError, UsageError
 from lgvq.evaluation.alignment_eval import evaluate_alignment
 from lgvq.evaluation.head_eval import caption_metrics, generate_captions, vqa_accuracy
 from lgvq.evaluation.prior_eval import evaluate_faithfulness, mean_faithfulness, prior_fid, validation_nll
@@ -39,7 +39,7 @@ from lgvq.records import (
     TokenizerEvaluation,
     VQAEvaluation,
 )
-from lgvq.runs import RunDir, StoreDir, model_dir
+from lgvq.runs import MODEL_CONFIG, RunDir, StoreDir, model_dir
 from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.model import VQTokenizer
 
@@ -138,6 +138,9 @@ def evaluate_head_run(model: str | Path, *, store: str | Path | None = None, bea
     validation split of the head's store (or `store`)."""
     run = RunDir.of(model)
     folder = model_dir(run.root)
+    if saved_class_name(folder) is None:  # before the store: the message names what is missing first
+        raise InputFileError(f"{model} holds no trained head (no {MODEL_CONFIG} in {folder}); give a run folder of "
+                             f"lgvq train-captioner or train-vqa")
     cfg = load_config(HeadRunConfig, run.config) if run.config.is_file() else None
     validation = CodeStore(StoreDir(Path(store or (cfg.store if cfg else ""))).split("validation"))
     device = resolve_device(device)
