@@ -90,6 +90,26 @@ def test_the_static_cache_draws_the_same_tokens_as_the_kv_cache(case, cfg_scale)
         assert torch.equal(b[:, :kept], prompt)
 
 
+def test_the_static_cache_gives_the_same_states_with_the_fixed_shapes_a_cuda_graph_needs():
+    """A compiled step attends over every slot (the unwritten ones masked) so that its shapes never
+    change; eager decoding over the written slots only must give the same hidden states."""
+    from lgvq.priors.static_cache import StaticDecoder
+
+    prior, cond = make_prior("text", qk_norm=True), make_condition("text")
+    prefix, mask = prior.prefix(cond)
+    tokens = torch.randint(0, V, (3, N), generator=torch.Generator().manual_seed(3))
+    states = []
+    for fixed in (False, True):
+        decoder = StaticDecoder(prior.net, 3, prefix.shape[1] + N)
+        decoder.fixed_shapes = fixed
+        out = [decoder.prefill(prefix, mask)]
+        for i in range(N - 1):
+            x = prior.input_embeddings(tokens[:, i:i + 1], prefix.dtype, start=i)
+            out.append(decoder.step(x, torch.tensor(prefix.shape[1] + i)))
+        states.append(torch.cat(out, 1))
+    assert torch.allclose(states[0], states[1], atol=1e-5)
+
+
 def test_the_static_cache_is_used_only_for_the_decoders_it_follows():
     from lgvq.priors.static_cache import StaticDecoder, supported
     from lgvq.xtransformers import Decoder, TransformerWrapper

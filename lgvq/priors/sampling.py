@@ -181,6 +181,7 @@ class StaticStream:
         self.decoder = StaticDecoder(prior.net, self.rows, prefix.shape[1] + prior.num_positions)
         self.step = self.decoder.step
         if compile_step and prefix.device.type == "cuda":  # replayed as a CUDA graph
+            self.decoder.fixed_shapes = True
             self.step = torch.compile(self.decoder.step, mode="reduce-overhead", dynamic=False)
         self.filled = None  # how many positions the cache holds
 

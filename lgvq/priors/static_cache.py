@@ -62,24 +62,31 @@ class StaticDecoder:
         self.key_mask = torch.zeros(batch, max_len, dtype=torch.bool, device=weight.device)
         self.slots = torch.arange(max_len, device=weight.device)
         self.freqs = layers.rotary_pos_emb(self.slots)[0] if layers.rotary_pos_emb is not None else None
+        # eager decoding attends over the slots written so far (`length`); a compiled step keeps the
+        # full max_len so that its shapes never change (set `fixed_shapes`)
+        self.fixed_shapes = False
+        self.length = 0
 
     @torch.no_grad()
     def prefill(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The first positions (B, T, dim) with their mask (B, T) -> hidden states (B, T, dim). No
         query sees a masked (padding) position's key, so what is computed at one does not matter."""
+        self.length = x.shape[1]
         return self._run(x, torch.arange(x.shape[1], device=x.device), mask)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """One more position (B, 1, dim) at `position` (a 0-d long tensor, so that the step's
         shapes never change) -> its hidden state (B, 1, dim)."""
+        self.length += 1
         return self._run(x, position.reshape(1), None)
 
     def _run(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, t = x.shape[:2]
         self.key_mask.index_copy_(1, positions, mask if mask is not None else x.new_ones(b, t, dtype=torch.bool))
-        # each query sees the written, unmasked slots up to its own position: (B, 1, T, max_len)
-        visible = self.key_mask[:, None, None, :] & (self.slots[None, :] <= positions[:, None])[None, None]
+        # each query sees the written, unmasked slots up to its own position: (B, 1, T, slots)
+        slots = self.key_mask.shape[1] if self.fixed_shapes else self.length
+        visible = self.key_mask[:, None, None, :slots] & (self.slots[None, :slots] <= positions[:, None])[None, None]
         freqs = self.freqs.index_select(1, positions) if self.freqs is not None else None
         layer = 0
         for norm, block, kind in self.blocks:
@@ -107,5 +114,7 @@ class StaticDecoder:
         scale = attention.attend.scale
         if scale is not None:  # x-transformers folds its scale into q and lets SDPA apply the default
             q = q * (scale / q.shape[-1] ** -0.5)
-        out = F.scaled_dot_product_attention(q, self.keys[layer], self.values[layer], attn_mask=visible)
+        slots = visible.shape[-1]
+        out = F.scaled_dot_product_attention(q, self.keys[layer][:, :, :slots], self.values[layer][:, :, :slots],
+                                             attn_mask=visible)
         return attention.to_out(attention.merge_heads(out))
