@@ -12,7 +12,7 @@ stages one after another. `--stop-after tokenizer` ends with the tokenizer's eva
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from lgvq.errors import ConfigError
@@ -74,10 +74,10 @@ class Stage:
 class Plan:
     options: PipelineOptions
     steps: tuple[tuple[tuple[Stage, ...], ...], ...]  # step -> lanes -> stages
-    folder: PipelineDir = field(init=False)
 
-    def __post_init__(self):
-        object.__setattr__(self, "folder", PipelineDir(Path(self.options.out)))
+    @property
+    def folder(self) -> PipelineDir:
+        return PipelineDir(Path(self.options.out))
 
     @property
     def stages(self) -> list[Stage]:

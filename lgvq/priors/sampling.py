@@ -122,8 +122,7 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
     all_logits = []
     for _ in range(kept, prior.num_positions):
         # each stream's last output: logits, or the decoder's embedding with groups
-        outs = [runner.last(positions.repeat(runner.rows // b, *(1,) * (positions.dim() - 1)))
-                for runner in runners]
+        outs = [runner.last(positions) for runner in runners]
         if not grouped:
             logits, ids = pick(torch.cat(outs))
             all_logits += [logits] if return_logits else []
@@ -160,10 +159,10 @@ class CachedStream:
         self.rows, self.cache = prefix.shape[0], None
 
     def last(self, positions: torch.Tensor) -> torch.Tensor:
-        """The positions so far (rows, n[, g^2]) -> the last one's logits (rows, V), or its
-        embedding (rows, dim) with group_size > 1."""
+        """The positions so far (B, n[, g^2]) -> the last one's logits (rows, V), or its embedding
+        (rows, dim) with group_size > 1; rows: B for each stream in the pass ([conditional; null])."""
         grouped = self.prior.config.group_size > 1
-        out, cache = self.prior.run_network(positions, self.prefix, self.mask, cache=self.cache,
+        out, cache = self.prior.run_network(rows_of(positions, self.rows), self.prefix, self.mask, cache=self.cache,
                                             return_intermediates=not grouped,
                                             return_embeddings_and_intermediates=grouped)
         if self.use_cache:
@@ -183,20 +182,25 @@ class StaticStream:
         if compile_step and prefix.device.type == "cuda":  # replayed as a CUDA graph
             self.decoder.fixed_shapes = True
             self.step = torch.compile(self.decoder.step, mode="reduce-overhead", dynamic=False)
-        self.filled = None  # how many positions the cache holds
+        self.prefilled = False  # the prefix and the given positions are in the cache
 
     def last(self, positions: torch.Tensor) -> torch.Tensor:
         n, dtype = positions.shape[1], self.prefix.dtype
-        if self.filled is None:
-            x = torch.cat([self.prefix, self.prior.input_embeddings(positions, dtype)], 1)
+        if not self.prefilled:
+            x = torch.cat([self.prefix, self.prior.input_embeddings(rows_of(positions, self.rows), dtype)], 1)
             ones = self.mask.new_ones(self.rows, n)
             hidden = self.decoder.prefill(x, torch.cat([self.mask, ones], 1))[:, -1]
         else:
-            x = self.prior.input_embeddings(positions[:, n - 1:], dtype, start=n - 1)
+            x = self.prior.input_embeddings(rows_of(positions[:, n - 1:], self.rows), dtype, start=n - 1)
             index = torch.tensor(self.prefix.shape[1] + n - 1, device=x.device)
             hidden = self.step(x, index)[:, -1].clone()  # a graph's output is overwritten by its next replay
-        self.filled = n
+        self.prefilled = True
         return hidden if self.prior.config.group_size > 1 else self.prior.net.to_logits(hidden)
+
+
+def rows_of(positions: torch.Tensor, rows: int) -> torch.Tensor:
+    """(B, n, ...) -> (rows, n, ...): the batch repeated once per stream of a doubled pass."""
+    return positions.repeat(rows // positions.shape[0], *(1,) * (positions.dim() - 1))
 
 
 def prompt_positions(prior: PriorTransformer, prompt_tokens: torch.Tensor | None, b: int,
