@@ -111,6 +111,35 @@ def test_alignment_gradients_reach_the_encoder_and_not_the_frozen_text_model(min
     assert all(p.grad is None for p in minilm.parameters())
 
 
+def test_visual_encoder_run_by_hand_matches_torch_encoder_layers():
+    from einops import rearrange
+
+    from lgvq.alignment.modules import VisualTokenEncoder
+
+    torch.manual_seed(0)
+    enc = VisualTokenEncoder(code_dim=16, num_tokens=9, width=32, out_dim=24, layers=2, heads=2).train()
+    quantized = torch.randn(3, 16, 3, 3)
+    x = enc.input(rearrange(quantized, "b c h w -> b (h w) c"))
+    x = torch.cat([enc.cls.expand(3, 1, -1), x], dim=1) + enc.pos
+    official = enc.ln_post(enc.transformer(enc.ln_pre(x)))  # torch's own encoder
+    assert torch.allclose(enc.hidden(quantized), official, atol=1e-5)
+
+
+def test_predictor_cross_attention_dropout_drops_the_value_bias_too():
+    """With every attention weight dropped, torch's layer adds nothing from the values, bias
+    included: the factored form must carry the bias through the weights' sum, not add it as is."""
+    from lgvq.alignment.modules import MaskedTextPredictor
+
+    torch.manual_seed(0)
+    pred = MaskedTextPredictor(dim=24, max_length=6, vocab_size=50, layers=2, heads=2, dropout=0.0).train()
+    for layer in pred.decoder.layers:
+        layer.multihead_attn.dropout = 1.0
+        torch.nn.init.normal_(layer.multihead_attn.in_proj_bias)
+    text, visual = torch.randn(3, 6, 24), torch.randn(3, 10, 24)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    assert torch.allclose(pred(text, mask, visual), pred.decoder(text, visual), atol=1e-5)
+
+
 def test_predictor_keeps_torch_decoder_layers_and_factored_keys_are_exact():
     from lgvq.alignment.modules import MaskedTextPredictor
 

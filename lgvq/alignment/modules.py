@@ -17,7 +17,8 @@ from torch import nn
 
 class VisualTokenEncoder(nn.Module):
     """Official `quantTransformer`: class embedding, position embeddings, ln_pre, a pre-LN
-    transformer (paper: 2 layers, 1 head, MLP 4x), ln_post on all tokens, projection."""
+    transformer (paper: 2 layers, 1 head, MLP 4x), ln_post on all tokens, projection. The layers
+    are torch's `TransformerEncoderLayer`s (their parameters and order), run by hand."""
 
     def __init__(self, code_dim: int, num_tokens: int, width: int, out_dim: int, layers: int = 2, heads: int = 1):
         super().__init__()
@@ -39,7 +40,22 @@ class VisualTokenEncoder(nn.Module):
         """Z_vt before its final projection: (B, C, h, w) -> (B, 1 + N, width)."""
         x = self.input(rearrange(quantized, "b c h w -> b (h w) c"))
         x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1) + self.pos
-        return self.ln_post(self.transformer(self.ln_pre(x)))
+        x = self.ln_pre(x)
+        # torch's pre-LN encoder layers (dropout 0), run by hand for the attention below
+        for layer in self.transformer.layers:
+            x = x + self_attention(layer.self_attn, layer.norm1(x))
+            x = x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+        return self.ln_post(x)
+
+
+def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """attn over x (B, N, D), no mask, no dropout, as softmax(q k^T / sqrt(e)) v written out: at
+    the visual encoder's size (257 tokens, one head of 128) the CPU's fused attention kernel takes
+    twice as long in the backward pass as these four matrix products."""
+    q, k, v = (rearrange(t, "b n (h e) -> b h n e", h=attn.num_heads)
+               for t in F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    p = ((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)).softmax(-1)  # (B, h, N, N)
+    return attn.out_proj(rearrange(p @ v, "b h n e -> b n (h e)"))
 
 
 class CodeProjection(nn.Module):
@@ -65,10 +81,10 @@ class MaskedTextPredictor(nn.Module):
     position-specific mask embeddings stand at masked positions.
 
     The layers are torch's `TransformerDecoderLayer`s (their parameters and their post-LN order),
-    run by hand so that the cross-attention keys and values can come straight from Z_vt's
-    pre-projection features: with Z_vt = H P^T, K = Z_vt W_k^T + b_k = H (W_k P)^T + b_k, the same
-    numbers at a third of the cost when H is narrower than the text (the shapes preset: 128 vs
-    384), which is most of the predictor's time on a CPU."""
+    run by hand so that the cross-attention never forms its keys and values: the few text queries
+    meet Z_vt's pre-projection features H (Z_vt = H P^T) directly, the same numbers at a fraction
+    of the cost (the shapes preset: 14 queries, 257 visual tokens, H 128 wide against 384), which
+    was most of the predictor's time on a CPU."""
 
     def __init__(self, dim: int, max_length: int, vocab_size: int, layers: int = 2, heads: int = 1,
                  dropout: float = 0.1, positions: bool = True):
@@ -97,20 +113,27 @@ class MaskedTextPredictor(nn.Module):
 
     def _cross_attention(self, attn: nn.MultiheadAttention, x: torch.Tensor, visual: torch.Tensor,
                          factors: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """Text queries x (B, L, D) over all visual tokens (no mask), with attn's weights."""
-        d = x.shape[-1]
-        w_q, w_kv = attn.in_proj_weight[:d], attn.in_proj_weight[d:]
-        b_q, b_kv = attn.in_proj_bias[:d], attn.in_proj_bias[d:]
-        q = F.linear(x, w_q, b_q)
-        if factors is None:
-            kv = F.linear(visual, w_kv, b_kv)
-        else:
-            hidden, proj = factors
-            kv = F.linear(hidden, w_kv @ proj, b_kv)
-        k, v = kv.chunk(2, dim=-1)
-        q, k, v = (rearrange(t, "b n (h e) -> b h n e", h=attn.num_heads) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.dropout if self.training else 0.0)
-        return attn.out_proj(rearrange(out, "b h n e -> b n (h e)"))
+        """Text queries x (B, L, D) over all visual tokens (no mask), with attn's weights, without
+        forming the keys and values. With visual = H P^T (or H = visual, P = I), per head:
+            K = H A_k^T + b_k,  V = H A_v^T + b_v,  A = W P  (D/heads, w)
+            softmax(q K^T) = softmax((q A_k) H^T)     (q . b_k is the same for every key: it cancels)
+            p V = (p H) A_v^T + (sum_j p_j) b_v       (the sum is 1 unless dropout zeroed some p_j)
+        so the N visual tokens meet only the queries, never a (B, N, 2D) projection."""
+        heads, width = attn.num_heads, x.shape[-1]
+        hidden, proj = factors if factors is not None else (visual, None)
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, _, b_v = attn.in_proj_bias.chunk(3)
+        if proj is not None:
+            w_k, w_v = w_k @ proj, w_v @ proj  # (D, w)
+        q = rearrange(F.linear(x, w_q, b_q), "b l (h e) -> b h l e", h=heads) * (width // heads) ** -0.5
+        # einsum rather than broadcasting @, which would copy the weights and H once per image and head
+        q = torch.einsum("bhle,hew->bhlw", q, rearrange(w_k, "(h e) w -> h e w", h=heads))
+        scores = torch.einsum("bhlw,bnw->bhln", q, hidden)  # (B, h, L, N)
+        p = F.dropout(scores.softmax(-1), attn.dropout, self.training)
+        pooled = torch.einsum("bhln,bnw->bhlw", p, hidden)
+        out = torch.einsum("bhlw,hwe->bhle", pooled, rearrange(w_v, "(h e) w -> h w e", h=heads))
+        out = out + p.sum(-1, keepdim=True) * rearrange(b_v, "(h e) -> h 1 e", h=heads)  # (B, h, L, e)
+        return attn.out_proj(rearrange(out, "b h l e -> b l (h e)"))
 
     def logits(self, hidden: torch.Tensor, token_embeddings: torch.Tensor) -> torch.Tensor:
         """hidden (M, D) at masked positions, token_embeddings (V, D) frozen -> (M, V)."""
