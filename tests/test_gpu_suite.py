@@ -30,6 +30,8 @@ def test_gpu_suite_smoke_measures_every_part(tmp_path):
         r["tokenizer"]["papers' f = 16"]["lpips"]
     assert r["pipeline"]["status"] == "finished" and "tokenizer" in r["pipeline"]["stages_done"]
     assert r["pipeline"]["stage_minutes"]["tokenizer"] >= 0
+    assert set(r["pipeline"]["metrics"]) <= {"psnr", "faithful_one", "faithful_two", "cider_d", "vqa"}
+    assert r["pipeline"]["metrics"]["psnr"] > 0  # read back from the run's result.json
     assert "sampling large prior batch   4, static cache" in done.stdout and "pipeline: finished" in done.stdout
 
 

@@ -69,8 +69,9 @@ def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_the
     assert re.search(r"vqgan_shapes\.yaml --config configs/presets/quick/tokenizer\.yaml --config "
                      r"configs/lgvq/shapes\.yaml", quick["tokenizer"])
     assert not (tmp_path / "q").exists()  # a dry run writes nothing
-    for args, message in ((["--preset", "fast"], "--preset must be quick or full"),
-                          (["--preset", "quick", "--dataset", "cub"], "--preset quick is sized for the built-in")):
+    for args, message in ((["--preset", "fast"], "--preset must be one of quick, full or gpu (got fast)"),
+                          (["--preset", "quick", "--dataset", "cub"], "--preset quick is sized for the built-in"),
+                          (["--preset", "gpu", "--dataset", "cub"], "--preset gpu is sized for the built-in")):
         bad = subprocess.run([str(SCRIPT), "--dry-run", *args], cwd=REPO, capture_output=True, text=True,
                              timeout=60, check=False)
         assert bad.returncode == 2 and message in bad.stderr
@@ -79,6 +80,30 @@ def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_the
     cfg = load_config(TokenizerRunConfig, [REPO / "configs" / name for name in (
         "tokenizer/vqgan_shapes.yaml", "presets/quick/tokenizer.yaml", "lgvq/shapes.yaml")])
     assert cfg.data.image_size == 48 and cfg.alignment == "lgvq" and cfg.model.decoder_type == "patch"
+
+
+def test_the_gpu_preset_overlays_the_tokenizer_and_prior_and_needs_a_gpu(tmp_path):
+    gpu, full = stage_commands("--preset", "gpu"), stage_commands("--preset", "full")
+    assert list(gpu) == list(full)
+    assert re.search(r"vqgan_shapes\.yaml --config configs/presets/gpu/tokenizer\.yaml --config "
+                     r"configs/lgvq/shapes\.yaml", gpu["tokenizer"])
+    assert "shapes_t2i.yaml --config configs/presets/gpu/prior.yaml" in gpu["prior"]
+    for stage in ("captioner", "vqa", "encode", "evaluate-prior"):  # the heads as the full preset has them
+        assert gpu[stage] == full[stage]
+    from lgvq.config import load_config
+    from lgvq.priors.config import PriorRunConfig
+    from lgvq.tokenizers.config import TokenizerRunConfig
+    tok = load_config(TokenizerRunConfig, [REPO / "configs" / name for name in (
+        "tokenizer/vqgan_shapes.yaml", "presets/gpu/tokenizer.yaml", "lgvq/shapes.yaml")])
+    assert tok.data.image_size == 64 and tok.train.batch_size == 32 and tok.loss.disc_start < tok.train.max_steps
+    prior = load_config(PriorRunConfig, [REPO / "configs" / "prior" / "shapes_t2i.yaml",
+                                         REPO / "configs" / "presets" / "gpu" / "prior.yaml"])
+    assert prior.model.dim == 192 and prior.train.batch_size == 64
+    import torch
+    if not torch.cuda.is_available():  # refused before anything is written
+        bad = run_script(tmp_path / "run", TINY_PRIOR, "--preset", "gpu")
+        assert bad.returncode == 2 and "--preset gpu is sized for one CUDA GPU, and torch sees none" in bad.stderr
+        assert not (tmp_path / "run").exists()
 
 
 def test_stage_records_time_and_peak_memory_of_every_attempt(tmp_path):

@@ -7,7 +7,7 @@ application layer (lgvq.api) and prints; nothing below imports this package.
     lgvq sample --prior RUN --prompt "a red circle"  lgvq complete --prior RUN --image in.png --prompt ...
     lgvq evaluate-prior --prior RUN                  lgvq train-captioner / train-vqa / caption / answer
     lgvq evaluate-head --model RUN                   lgvq retrieve / fill-mask --model TOKENIZER ...
-    lgvq pipeline [--preset quick|full]              the main job: every stage above, then the report
+    lgvq pipeline [--preset quick|full|gpu]           the main job: every stage above, then the report
     lgvq report --run DIR                            lgvq data export-shapes --out DIR --num N
     lgvq demo --run PIPELINE_DIR                     (a local web page; the demo extra)
 

@@ -57,7 +57,10 @@ the report.
 
 Presets (shapes): quick, the default, runs every stage sized to about 15 minutes on 2 CPU cores
 (48 px, short training: configs/presets/quick/ overlays the shapes configs); full runs the shapes
-configs as they are (64 px, the quality of docs/results.md: hours on 2 CPU cores). The paper
+configs as they are (64 px, the quality of docs/results.md: hours on 2 CPU cores); gpu runs the
+full preset's models with larger batches and fewer steps, sized for minutes on one GPU
+(configs/presets/gpu/ overlays the tokenizer and prior configs; it refuses to start without a
+CUDA GPU). The paper
 datasets (cub, celebahq, coco, textcaps: configs/replicate/, 256 px, a GPU job) are full runs only,
 read from data/NAME or --data-dir after scripts/convert_dataset.py."""
 
@@ -70,7 +73,7 @@ def add_parsers(sub) -> None:
     env = os.environ.get
     p = sub.add_parser("pipeline", help="the main job: train and evaluate both stages and the heads, then report",
                        description=DESCRIPTION, formatter_class=DescriptionAsWritten)
-    p.add_argument("--preset", help="quick or full (default: quick on shapes, full on the paper datasets)")
+    p.add_argument("--preset", help="quick, full or gpu (default: quick on shapes, full on the paper datasets)")
     p.add_argument("--dataset", default="shapes", help="shapes (built in), cub, celebahq, coco or textcaps")
     p.add_argument("--tokenizer", default="vqgan_lg", help="vqgan, vqgan_lg, vqct, vqct_lg, cvq or cvq_lg")
     p.add_argument("--out", default="runs/pipeline", help="the run's folder")

@@ -4,6 +4,7 @@ commands.
 
     shapes (built in)            quick (default): configs/presets/quick/ overlays the shapes configs
                                  full: the shapes configs as they are
+                                 gpu: configs/presets/gpu/ overlays them (the tokenizer and the prior)
     cub | celebahq | coco | textcaps   full only: configs/replicate/ (the papers' settings), data
                                        converted by scripts/convert_dataset.py into DATA_DIR
 """
@@ -18,9 +19,10 @@ from lgvq.errors import ConfigError, InputFileError
 TOKENIZERS = ("vqgan", "vqgan_lg", "vqct", "vqct_lg", "cvq", "cvq_lg")
 PAPER_DATASETS = ("cub", "celebahq", "coco", "textcaps")
 DATASETS = ("shapes", *PAPER_DATASETS)
-PRESETS = ("quick", "full")
+PRESETS = ("quick", "full", "gpu")
 STOP_AFTER = ("tokenizer", "prior", "all")
-QUICK = "configs/presets/quick"
+# the stages each shapes preset overlays with configs/presets/PRESET/STAGE.yaml
+PRESET_OVERLAYS = {"quick": ("tokenizer", "prior", "captioner", "vqa"), "full": (), "gpu": ("tokenizer", "prior")}
 
 # how each paper dataset's raw release becomes DATA_DIR (README: Replicating the papers on real data)
 CONVERT = {
@@ -60,16 +62,14 @@ def check_choices(dataset: str, preset: str, tokenizer: str, stop_after: str) ->
         if value not in choices:
             listed = " or ".join(choices) if len(choices) == 2 else f"one of {', '.join(choices[:-1])} or {choices[-1]}"
             raise ConfigError(f"{option} must be {listed} (got {value})")
-    if preset == "quick" and dataset != "shapes":
-        raise ConfigError(f"--preset quick is sized for the built-in shapes data; the paper presets "
+    if preset != "full" and dataset != "shapes":
+        raise ConfigError(f"--preset {preset} is sized for the built-in shapes data; the paper presets "
                           f"(--dataset {dataset}) are full runs")
 
 
 def shapes_recipe(preset: str) -> DatasetRecipe:
-    quick = preset == "quick"
-
-    def layered(config: str, overlay: str) -> tuple[str, ...]:
-        return (config, f"{QUICK}/{overlay}.yaml") if quick else (config,)
+    def layered(config: str, stage: str) -> tuple[str, ...]:
+        return (config, f"configs/presets/{preset}/{stage}.yaml") if stage in PRESET_OVERLAYS[preset] else (config,)
 
     return DatasetRecipe(
         tokenizer=layered("configs/tokenizer/vqgan_shapes.yaml", "tokenizer"),

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lgvq.errors import LgvqError
+from lgvq.errors import ConfigError, LgvqError
 from lgvq.mainjob.plan import Plan, Stage
 from lgvq.mainjob.records import run_recorded
 from lgvq.runs import PipelineDir
@@ -121,6 +122,17 @@ def describe(plan: Plan, plan_hash: str) -> None:
     plan.folder.description.write_text(json.dumps(description, indent=2))
 
 
+def require_cuda(plan: Plan) -> None:
+    """ConfigError before anything runs when the preset is sized for a GPU and torch sees none
+    (asked of a child process: this one imports no torch)."""
+    if plan.options.resolved_preset != "gpu":
+        return
+    probe = "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
+    if subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False).returncode != 0:
+        raise ConfigError("--preset gpu is sized for one CUDA GPU, and torch sees none here; on the CPU run "
+                          "--preset quick (about 15 minutes on 2 cores) or --preset full")
+
+
 def record_wall(folder: PipelineDir, seconds: float) -> None:
     """Add this invocation's wall time to wall.json (a failed invocation's too)."""
     runs = json.loads(folder.wall_time.read_text()) if folder.wall_time.is_file() else []
@@ -135,6 +147,7 @@ def execute(plan: Plan, echo: Echo | None = None, echo_error: Echo | None = None
     from lgvq.run_result import plan_hash
 
     echo, echo_error = echo or logger.info, echo_error or logger.error
+    require_cuda(plan)
     start = time.monotonic()
     folder = plan.folder
     folder.stage_marks.mkdir(parents=True, exist_ok=True)
