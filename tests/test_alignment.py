@@ -310,3 +310,37 @@ def test_training_steps_never_run_the_text_encoder_on_seen_captions(tiny_config,
     task.text.encoder.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
     Trainer(task, cfg.train, tmp_path / "run").fit()
     assert task.text.cache.encoded_count == precomputed and not calls
+
+
+def test_alignment_on_the_first_images_of_a_batch_ignores_the_rest(minilm):
+    """lgvq.images_per_batch: captions for the first images only; the others get no alignment gradient."""
+    model = alignment_for(minilm).eval()
+    captions = ["a small red circle", "a large blue square above a small red triangle"]
+    feats = TextFeatureCache(minilm)(captions)
+    maskable = feats.mask & ~torch.isin(feats.input_ids, torch.tensor(sorted(minilm.special_token_ids())))
+    quantized = torch.randn(4, 8, 2, 2, requires_grad=True)
+    outs = []
+    for images in (quantized, quantized[:2]):
+        torch.manual_seed(1)
+        outs.append(model(images, feats, minilm.token_embedding_matrix(), maskable))
+    for name in ("gsa", "mtp", "ras", "align"):
+        assert torch.equal(outs[0][name], outs[1][name]), name
+    (grad,) = torch.autograd.grad(outs[0]["align"], quantized)
+    assert grad[:2].abs().sum() > 0 and torch.all(grad[2:] == 0)
+
+
+def test_training_aligns_the_configured_number_of_images(tiny_config, tmp_path):
+    from lgvq.config import load_config
+    from lgvq.tokenizers.config import TokenizerRunConfig
+    from lgvq.tokenizers.training import TokenizerTask
+    from lgvq.training.trainer import Trainer
+
+    cfg = load_config(TokenizerRunConfig, tiny_config, ["alignment=lgvq", "train.max_steps=2", "train.batch_size=4",
+                                                        "lgvq.visual_width=16", "lgvq.max_length=16",
+                                                        "lgvq.images_per_batch=3"])
+    task = TokenizerTask(cfg)
+    aligned = []
+    original = task.text.inputs
+    task.text.inputs = lambda captions, device: aligned.append(len(captions)) or original(captions, device)
+    Trainer(task, cfg.train, tmp_path / "run").fit()
+    assert aligned == [3, 3]

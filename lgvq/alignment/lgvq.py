@@ -48,7 +48,7 @@ class LGVQConfig:
         "visual_width": ">= 1", "visual_layers": ">= 1", "visual_heads": ">= 1", "mtp_layers": ">= 1",
         "mtp_heads": ">= 1", "mtp_dropout": "[0, 1)", "mask_ratio_mean": "[0, 1]", "mask_ratio_std": ">= 0",
         "mask_ratio_min": "[0, 1]", "mask_ratio_max": "[0, 1]", "label_smoothing": "[0, 1)",
-        "gsa_temperature": "> 0"}
+        "gsa_temperature": "> 0", "images_per_batch": ">= 0"}
 
     gsa_weight: float = 0.001
     mtp_weight: float = 0.01
@@ -81,6 +81,10 @@ class LGVQConfig:
     keep_in_export: bool = True  # false: the saved tokenizer drops the alignment modules
     text_cache_dir: str | None = None  # on-disk text-feature cache; None = in memory only
     precompute_text: bool = True  # encode all training captions once before the first step
+    # the alignment losses on the first N images of each training batch (0: all of them), the
+    # reconstruction on all: a cheaper step where the alignment modules cost more than the
+    # autoencoder (the quick preset's small one); N = 8 is the papers' batch
+    images_per_batch: int = 0
 
 
 def sample_mask_ratio(cfg: LGVQConfig) -> float:
@@ -169,8 +173,10 @@ class LGVQAlignment(nn.Module):
                 maskable: torch.Tensor, encode_ids=None) -> dict[str, torch.Tensor]:
         """Named losses (unweighted) and `align`, their weighted sum.
         quantized (B, C, h, w) straight-through codes; text: cached features on this device;
-        maskable (B, L): real, non-special tokens."""
+        maskable (B, L): real, non-special tokens. With captions for fewer images than B
+        (lgvq.images_per_batch) the first ones are aligned."""
         cfg = self.cfg
+        quantized = quantized[:text.input_ids.shape[0]]
         if cfg.detach_codes:
             quantized = quantized.detach()
         with torch.autocast(quantized.device.type, torch.bfloat16, enabled=self.use_bf16(quantized.device)):

@@ -71,7 +71,10 @@ class TokenizerTask(TrainingTask):
         images = batch["image"]
         if self.loss.lpips is not None:
             self.loss.lpips.to(images.device)
-        inputs = self.text.inputs(batch["caption"], images.device) if self.text is not None else None
+        inputs = None
+        if self.text is not None:  # captions of the images to align: all, or the first lgvq.images_per_batch
+            aligned = self.cfg.lgvq.images_per_batch or len(batch["caption"])
+            inputs = self.text.inputs(batch["caption"][:aligned], images.device)
         out = ctx.modules["tokenizer"](images, inputs)
         disc = ctx.unwrap("discriminator") if "discriminator" in ctx.modules else None
         g = self.loss.generator_loss(images, out.reconstruction, out.losses["vq"], step,
