@@ -190,8 +190,6 @@ class DemoModels:
 
     def complete(self, image: str | Image.Image, keep_top: float, prompt: str, num_images: int, seed: int,
                  progress=gr.Progress(track_tqdm=True)) -> list[Image.Image]:
-        from lgvq.priors.model import Condition
-
         pipe = self.need("prior")
         if image is None:
             raise UsageError("give an image to complete")
@@ -200,8 +198,7 @@ class DemoModels:
         if pipe.prior.config.conditioning == "text":
             if not prompt or not prompt.strip():
                 raise UsageError("this prior is text-conditional: give the prompt the completion should follow")
-            one = pipe.text_condition([prompt])
-            cond = Condition(text=one.text.expand(n, -1, -1), text_mask=one.text_mask.expand(n, -1))
+            cond = pipe.text_condition([prompt]).repeat(n)
         read_image(image, pipe.tokenizer.config.resolution)  # refuses a bad or huge file in lgvq's words
         return pipe.complete(image, keep_top=number(keep_top, "fraction of rows kept"), num_images=n, seed=whole(seed, "seed"), condition=cond)
 

@@ -87,7 +87,7 @@ class PriorPipeline:
             part = _slice_condition(cond, start, min(n, start + batch_size)).to(self.device)
             prompt = prompt_tokens[start:start + batch_size] if prompt_tokens is not None else None
             if best_of > 1:  # draw best_of samples per row, keep the one the prior rates most conditional
-                part = _repeat_condition(part, best_of)
+                part = part.repeat(best_of)
                 prompt = prompt.repeat_interleave(best_of, 0) if prompt is not None else None
             sampled = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
                                cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt,
@@ -159,7 +159,7 @@ class PriorPipeline:
     def text_condition(self, prompts: list[str]) -> Condition:
         self.check_prompts(prompts)
         feats = self.text_encoder.encode(prompts)
-        return Condition(text=feats.tokens.float(), text_mask=feats.mask)
+        return Condition(text=feats.tokens.float(), text_mask=feats.mask, text_ids=feats.input_ids)
 
 
 class TextToImagePipeline(PriorPipeline):
@@ -223,14 +223,8 @@ def _check_count(num_images: int) -> None:
 
 
 def _slice_condition(cond: Condition, a: int, b: int) -> Condition:
-    part = lambda t: t[a:b] if t is not None else None
-    return Condition(part(cond.labels), part(cond.text), part(cond.text_mask), b - a)
+    return cond.map(lambda t: t[a:b], batch_size=b - a)
 
-
-def _repeat_condition(cond: Condition, k: int) -> Condition:
-    """Each row k times in a row: (B, ...) -> (B * k, ...)."""
-    rep = lambda t: t.repeat_interleave(k, 0) if t is not None else None
-    return Condition(rep(cond.labels), rep(cond.text), rep(cond.text_mask), cond.size() * k)
 
 
 def _sample_defaults(run: RunDir) -> dict:

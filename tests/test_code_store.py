@@ -28,6 +28,7 @@ def test_store_holds_the_tokenizers_ids_labels_captions_and_features(tiny_store,
     feats = encoder.encode(batch["caption"])
     L = store.text.length
     assert torch.equal(batch["text_mask"], feats.mask[:, :L])
+    assert torch.equal(batch["text_ids"], feats.input_ids[:, :L] * feats.mask[:, :L])
     assert torch.allclose(batch["text"], feats.tokens[:, :L].float(), atol=2e-2)  # stored as float16
 
 

@@ -15,8 +15,11 @@ V, N, L, D = 40, 12, 5, 16
 def make_prior(conditioning: str, **kw) -> PriorTransformer:
     torch.manual_seed(0)
     extra = {"class": dict(num_classes=6), "text": dict(text_width=D, text_length=L)}.get(conditioning, {})
-    return PriorTransformer(prior_args(vocab_size=V, seq_len=N, conditioning=conditioning, dim=32, depth=2,
-                                       heads=4, **extra, **kw)).eval()
+    prior = PriorTransformer(prior_args(vocab_size=V, seq_len=N, conditioning=conditioning, dim=32, depth=2,
+                                        heads=4, **extra, **kw)).eval()
+    if getattr(prior, "word_embedding", None) is not None:  # zero at init: give the rows something to say
+        torch.nn.init.normal_(prior.word_embedding.weight)
+    return prior
 
 
 def make_condition(conditioning: str, b: int = 3) -> Condition:
@@ -27,7 +30,8 @@ def make_condition(conditioning: str, b: int = 3) -> Condition:
         mask = torch.ones(b, L, dtype=torch.bool)
         mask[0, 3:] = False  # padded prompts must not change what the cache sees
         mask[1, 4:] = False
-        return Condition(text=torch.randn(b, L, D, generator=g) * mask[..., None], text_mask=mask)
+        ids = torch.randint(1, 1000, (b, L), generator=g) * mask
+        return Condition(text=torch.randn(b, L, D, generator=g) * mask[..., None], text_mask=mask, text_ids=ids)
     return Condition(batch_size=b)
 
 
@@ -49,7 +53,7 @@ def test_cached_and_uncached_decoding_agree(conditioning, cfg_scale):
                                      dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2),
                                      dict(group_size=2, token_shape=(2, 6)),
                                      dict(group_size=2, token_shape=(2, 6), grid_positions=True, text_layers=1),
-                                     dict(qk_norm=True, text_layers=1)])
+                                     dict(qk_norm=True, text_layers=1), dict(prompt_word_rows=7, text_layers=1)])
 def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positions(cfg_scale, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     cached, cached_logits = generate(prior, cond, temperature=0, cfg_scale=cfg_scale, return_logits=True)
@@ -64,6 +68,7 @@ def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positi
 
 STATIC_CASES = {"unconditional": ("none", {}, 0), "class": ("class", {}, 0), "text": ("text", {}, 0),
                 "QK-norm, prompt encoder": ("text", dict(qk_norm=True, text_layers=1), 0),
+                "word-piece rows": ("text", dict(prompt_word_rows=7), 0),
                 "2 tokens a cell": ("text", dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2), 0),
                 "grouped": ("text", dict(group_size=2, token_shape=(2, 6), grid_positions=True), 0),
                 "completion": ("class", {}, 5)}
@@ -265,6 +270,24 @@ def test_condition_errors_are_clear():
         generate(make_prior("text"), too_long)
     with pytest.raises(ValueError, match="temperature"):
         generate(make_prior("text"), text, temperature=-1)
+    with pytest.raises(ValueError, match="token ids"):
+        generate(make_prior("text", prompt_word_rows=7), Condition(text=text.text, text_mask=text.text_mask))
+
+
+def test_word_piece_rows_start_silent_and_then_tell_same_features_with_other_words_apart():
+    """prompt_word_rows: a learned row per word piece (ids hashed into the rows) added to the projected
+    features; zero at first, so a new prior reads the prompt as it would without them."""
+    plain, cond = make_prior("text"), make_condition("text")
+    torch.manual_seed(0)
+    words = PriorTransformer(prior_args(vocab_size=V, seq_len=N, conditioning="text", dim=32, depth=2, heads=4,
+                                        text_width=D, text_length=L, prompt_word_rows=7)).eval()
+    with torch.no_grad():
+        assert torch.equal(words.prefix(cond)[0], plain.prefix(cond)[0])
+        torch.nn.init.normal_(words.word_embedding.weight)
+        other = Condition(text=cond.text, text_mask=cond.text_mask, text_ids=cond.text_ids + 1)
+        same_rows = Condition(text=cond.text, text_mask=cond.text_mask, text_ids=cond.text_ids + 7)
+        assert not torch.equal(words.prefix(cond)[0], words.prefix(other)[0])
+        assert torch.equal(words.prefix(cond)[0], words.prefix(same_rows)[0])  # id % rows
 
 
 def test_condition_dropout_only_in_training():
@@ -277,7 +300,8 @@ def test_condition_dropout_only_in_training():
 
 
 @pytest.mark.parametrize("options", [{}, dict(text_layers=2, grid_positions=True, token_shape=(3, 4)),
-                                     dict(group_size=2, token_shape=(2, 6)), dict(qk_norm=True, text_layers=1)])
+                                     dict(group_size=2, token_shape=(2, 6)), dict(qk_norm=True, text_layers=1),
+                                     dict(prompt_word_rows=7)])
 def test_save_and_load_round_trip(tmp_path, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     prior.save_pretrained(tmp_path / "prior")

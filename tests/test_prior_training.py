@@ -228,3 +228,22 @@ def test_completion_keeps_the_top_rows(text_run):
     assert len(images) == 3
     tokens = decoded[-1]  # (3, 16): 2 of the 4 token rows kept, 2 sampled
     assert torch.equal(tokens[:, :8], source_ids.reshape(1, -1)[:, :8].expand(3, -1))
+
+
+def test_word_piece_rows_learn_the_captions_words_and_sampling_reads_a_prompts_ids(tiny_store, tmp_path):
+    """model.prompt_word_rows: training moves the rows of the word pieces in the store's captions
+    (ids hashed into the rows) and no others; the pipeline passes a prompt's ids to them."""
+    from lgvq.data.code_store import CodeStore
+
+    rows = 1024
+    cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "text"),
+                      ["train.max_steps=4", "train.checkpoint_every=1000", f"model.prompt_word_rows={rows}"])
+    Trainer(PriorTask(cfg, tmp_path / "prior"), cfg.train, tmp_path / "prior").fit()
+    prior = PriorTransformer.from_pretrained(tmp_path / "prior" / "model")
+    moved = set(torch.nonzero(prior.word_embedding.weight.abs().sum(1)).flatten().tolist())
+    seen = set((np.unique(CodeStore(tiny_store / "train").text_ids) % rows).tolist())
+    assert moved and moved <= seen
+    pipe = TextToImagePipeline.from_pretrained(tmp_path / "prior", device="cpu")
+    cond = pipe.text_condition(["a small red circle"])
+    assert torch.equal(cond.text_ids, pipe.text_encoder.tokenize(["a small red circle"])[0])
+    assert len(pipe("a small red circle", num_images=2, seed=0)) == 2

@@ -68,8 +68,7 @@ def complete_image(prior: str | Path, image: str | Path | Image.Image, *, keep_t
     if kind == "text":
         if not prompt:
             raise UsageError("this prior is text-conditional: give --prompt for the completion")
-        one = pipe.text_condition([prompt])
-        cond = Condition(text=one.text.expand(num_images, -1, -1), text_mask=one.text_mask.expand(num_images, -1))
+        cond = pipe.text_condition([prompt]).repeat(num_images)
     elif kind == "class":
         if class_ is None:
             raise UsageError("this prior is class-conditional: give --class for the completion")

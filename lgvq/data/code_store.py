@@ -343,25 +343,30 @@ class CodeStore:
     def image_of(self, item: int) -> int:
         return int(item) % self.num_images
 
-    def text_features(self, text_rows: list[int], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded features (B, length, D) float32 and mask (B, length) for caption rows."""
+    def text_features(self, text_rows: list[int], length: int | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded features (B, length, D) float32, mask (B, length) and the text encoder's token
+        ids (B, length) long (0 at padding) for caption rows."""
         if not self.text:
             raise StoreError(f"{self.path} holds no caption features (encoded without a text encoder)")
         length = length or self.text.length
         feats = torch.zeros(len(text_rows), length, self.text.width)
         mask = torch.zeros(len(text_rows), length, dtype=torch.bool)
+        ids = torch.zeros(len(text_rows), length, dtype=torch.long)
         for i, r in enumerate(text_rows):
             a, b = self.text_offsets[r], self.text_offsets[r + 1]
             n = min(b - a, length)
             feats[i, :n] = torch.from_numpy(np.asarray(self.text_tokens[a:a + n], dtype=np.float32))
+            ids[i, :n] = torch.from_numpy(np.asarray(self.text_ids[a:a + n], dtype=np.int64))
             mask[i, :n] = True
-        return feats, mask
+        return feats, mask, ids
 
     def batch(self, positions: list[int], caption_rng: np.random.Generator | None = None,
               text_length: int | None = None) -> dict:
         """Positions into the readable items -> tokens (B, N), labels (B,), caption rows (one drawn per
-        image; the first caption without `caption_rng`) and, with features stored, text (B, L, D)
-        padded or truncated to `text_length` (default: the longest caption of this split)."""
+        image; the first caption without `caption_rng`) and, with features stored, text (B, L, D),
+        text_mask and text_ids (B, L), padded or truncated to `text_length` (default: the longest
+        caption of this split)."""
         items = self.items[np.asarray(positions, dtype=np.int64)]
         images = items % self.num_images
         out = {"tokens": torch.from_numpy(np.asarray(self.tokens[items], dtype=np.int64)),
@@ -374,5 +379,5 @@ class CodeStore:
                         else (options[0] if options else -1))
         out["caption"] = [self.texts[r] if r >= 0 else "" for r in rows]
         if self.text and all(r >= 0 for r in rows):
-            out["text"], out["text_mask"] = self.text_features(rows, text_length)
+            out["text"], out["text_mask"], out["text_ids"] = self.text_features(rows, text_length)
         return out

@@ -23,7 +23,7 @@ class PriorArchitecture:
 
     limits: ClassVar[dict[str, str]] = {
         "dim": ">= 1", "depth": ">= 1", "heads": ">= 1", "ff_mult": ">= 1", "dropout": "[0, 1)",
-        "cond_dropout": "[0, 1]", "text_layers": ">= 0", "group_size": ">= 1"}
+        "cond_dropout": "[0, 1]", "text_layers": ">= 0", "group_size": ">= 1", "prompt_word_rows": ">= 0"}
 
     dim: int = 256
     depth: int = 4
@@ -40,6 +40,10 @@ class PriorArchitecture:
     # qk_norm_dim_scale), in the decoder and the prompt layers: bounded attention logits, which
     # tolerate a higher learning rate
     qk_norm: bool = False
+    # text priors: learned embeddings of the prompt's word pieces (the text encoder's token ids, hashed
+    # into this many rows), added to the projected frozen features, so that what a word means for the
+    # drawing can be learned directly beside the encoder's contextual features; 0: none
+    prompt_word_rows: int = 0
 
 
 # named sizes (width, layers, heads); `small` is the default architecture

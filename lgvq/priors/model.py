@@ -12,7 +12,8 @@ tokens, ending in a learned start-of-image embedding whose output predicts the f
 - class-conditional: [class embedding, soi]; row `num_classes` is the null class (guidance)
 - text-conditional:  [projected frozen text features (padding masked), soi]; with `text_layers` > 0
   the projected features first pass a small bidirectional transformer (x-transformers `Encoder`,
-  rotary positions) trained with the prior
+  rotary positions) trained with the prior; with `prompt_word_rows` > 0 each projected feature gets
+  its word piece's learned row (token ids hashed into that many rows) added first
 
 With `group_size` g > 1 each decoder position reads and predicts a g x g block of the token grid
 (lgvq/priors/groups.py): a g^2-times shorter sequence, the block's codes predicted one after another
@@ -33,7 +34,7 @@ tokens made a training step of the shapes preset ~10 % slower; when sampling the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,7 @@ class Condition:
     text: torch.Tensor | None = None  # (B, L, D) frozen per-token text features
     text_mask: torch.Tensor | None = None  # (B, L) bool, True at real tokens
     batch_size: int | None = None  # needed only for unconditional priors
+    text_ids: torch.Tensor | None = None  # (B, L) long, the text encoder's token ids (prompt_word_rows)
 
     def size(self) -> int:
         for t in (self.labels, self.text):
@@ -67,9 +69,19 @@ class Condition:
             raise ValueError("an unconditional Condition needs batch_size")
         return self.batch_size
 
+    def map(self, fn, batch_size: int | None = None) -> Condition:
+        """`fn` applied to every tensor (moving, slicing or repeating the batch); `batch_size`: the
+        new size, for an unconditional Condition whose rows fn changes."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        mapped = {k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+        return replace(Condition(**mapped), batch_size=batch_size or self.batch_size)
+
     def to(self, device) -> Condition:
-        move = lambda t: t.to(device) if t is not None else None
-        return Condition(move(self.labels), move(self.text), move(self.text_mask), self.batch_size)
+        return self.map(lambda t: t.to(device))
+
+    def repeat(self, k: int) -> Condition:
+        """Each row k times in a row: (B, ...) -> (B * k, ...)."""
+        return self.map(lambda t: t.repeat_interleave(k, 0), batch_size=self.size() * k)
 
 
 class PriorTransformer(LgvqModelMixin, ConfigMixin):
@@ -110,6 +122,10 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         if data.conditioning == "text":
             self.text_proj = nn.Sequential(nn.LayerNorm(data.text_width), nn.Linear(data.text_width, dim))
             self.null_text = nn.Parameter(torch.randn(data.text_length, dim) * 0.02)
+            self.word_embedding = None
+            if arch.prompt_word_rows > 0:  # zero at first: the prior starts as without it
+                self.word_embedding = nn.Embedding(arch.prompt_word_rows, dim)
+                nn.init.zeros_(self.word_embedding.weight)
             self.prompt_encoder = None
             if arch.text_layers > 0:
                 self.prompt_encoder = Encoder(dim=dim, depth=arch.text_layers, heads=heads, ff_mult=ff_mult,
@@ -165,6 +181,9 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             if cond.text.shape[1] > c.text_length:
                 raise PromptError(f"prompt features have {cond.text.shape[1]} tokens; this prior takes at most "
                                   f"{c.text_length}")
+            if c.prompt_word_rows and cond.text_ids is None:
+                raise PromptError("this prior also reads the prompt's token ids (prompt_word_rows): give "
+                                  "Condition(text_ids=...) beside the features, as TextToImagePipeline does")
         elif cond.labels is not None or cond.text is not None:
             raise PromptError("this prior is unconditional: it was not trained with classes or prompts")
 
@@ -188,6 +207,9 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             text = F.pad(text, (0, 0, 0, L - text.shape[1]))
             mask = F.pad(mask, (0, L - mask.shape[1]), value=False)
         emb = self.text_proj(text.to(self.start.dtype))
+        if self.word_embedding is not None:  # + each word piece's own learned row (ids hashed into the rows)
+            ids = F.pad(cond.text_ids.to(device), (0, L - cond.text_ids.shape[1]))
+            emb = emb + self.word_embedding(ids % self.word_embedding.num_embeddings)
         emb = torch.where(drop[:, None, None], self.null_text.expand(b, -1, -1), emb)
         mask = mask | drop[:, None]
         if self.prompt_encoder is not None:  # (B, L, dim), each word seeing the whole prompt

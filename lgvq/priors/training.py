@@ -47,12 +47,12 @@ def condition_from_batch(batch: dict, conditioning: str) -> Condition:
     if conditioning == "class":
         return Condition(labels=batch["label"])
     if conditioning == "text":
-        return Condition(text=batch["text"], text_mask=batch["text_mask"])
+        return Condition(text=batch["text"], text_mask=batch["text_mask"], text_ids=batch.get("text_ids"))
     return Condition(batch_size=batch["tokens"].shape[0])
 
 
 # the prior's parameters that read the condition (trained alone in a frozen-backbone warm phase)
-CONDITION_MODULES = ("class_embedding", "text_proj", "null_text", "prompt_encoder")
+CONDITION_MODULES = ("class_embedding", "text_proj", "null_text", "prompt_encoder", "word_embedding")
 
 
 def concat_batches(a: dict, b: dict) -> dict:
@@ -73,7 +73,7 @@ def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init:
     if old is None:
         old = PriorTransformer.from_pretrained(model_dir(source))
     for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
-                "text_layers", "grid_positions", "group_size", "qk_norm"):
+                "text_layers", "grid_positions", "group_size", "qk_norm", "prompt_word_rows"):
         if old.config[key] != prior.config[key]:
             raise ConfigError(f"cannot fine-tune from {source}: its {key} is {old.config[key]!r}, this run's is "
                               f"{prior.config[key]!r} (same tokenizer and model size needed)")
