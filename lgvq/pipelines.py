@@ -226,7 +226,6 @@ def _slice_condition(cond: Condition, a: int, b: int) -> Condition:
     return cond.map(lambda t: t[a:b], batch_size=b - a)
 
 
-
 def _sample_defaults(run: RunDir) -> dict:
     """The run's `sample` section (RUN/config.yaml), else the defaults."""
     return asdict(load_config(PriorRunConfig, run.config).sample) if run.config.is_file() else {}
