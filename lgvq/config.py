@@ -121,6 +121,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     num_threads: int = 0  # torch CPU threads per process; 0 = torch's default
     compile: bool = False  # torch.compile the trained modules' forward (pays off on GPUs; docs/results.md)
+    # muon: a prior's hidden transformer matrices take Muon, the rest Adam (lgvq/training/optim.py)
+    optimizer: Literal["adam", "muon"] = "adam"
 
 
 def _schema_keys(schema: type) -> dict[str, Any]:

@@ -247,3 +247,35 @@ def test_word_piece_rows_learn_the_captions_words_and_sampling_reads_a_prompts_i
     cond = pipe.text_condition(["a small red circle"])
     assert torch.equal(cond.text_ids, pipe.text_encoder.tokenize(["a small red circle"])[0])
     assert len(pipe("a small red circle", num_images=2, seed=0)) == 2
+
+
+def test_muon_trains_the_hidden_matrices_and_adam_the_rest(tiny_store, tmp_path):
+    """train.optimizer=muon: the decoder's 2-D layer weights go to torch's Muon, every other parameter
+    to Adam, each exactly once; the prior learns; a stage without such matrices refuses the option."""
+    from lgvq.data.code_store import CodeStore
+    from lgvq.evaluation.prior_eval import validation_nll
+    from lgvq.priors.training import hidden_matrices
+
+    cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "class"),
+                      ["train.max_steps=60", "train.checkpoint_every=1000", "train.optimizer=muon"])
+    trainer = Trainer(PriorTask(cfg, tmp_path / "prior"), cfg.train, tmp_path / "prior")
+    trainer.fit()
+    muon, adam = (o.optimizer for o in trainer.optimizers)
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adam, torch.optim.Adam)
+    prior = trainer.modules["prior"]
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    in_adam = {id(p) for g in adam.param_groups for p in g["params"]}
+    assert in_muon == {id(p) for p in hidden_matrices(prior)} and not in_muon & in_adam
+    assert in_muon | in_adam == {id(p) for p in prior.parameters()}
+    nll = validation_nll(PriorTransformer.from_pretrained(tmp_path / "prior" / "model"), CodeStore(tiny_store / "train"))
+    assert nll["nll"] < 0.8 * np.log(64)
+
+
+def test_muon_is_refused_where_a_stage_has_no_transformer_matrices(tiny_config, tmp_path):
+    from lgvq.config import ConfigError
+    from lgvq.tokenizers.config import TokenizerRunConfig
+    from lgvq.tokenizers.training import TokenizerTask
+
+    cfg = load_config(TokenizerRunConfig, tiny_config, ["train.max_steps=1", "train.optimizer=muon"])
+    with pytest.raises(ConfigError, match="train.optimizer=muon"):
+        Trainer(TokenizerTask(cfg), cfg.train, tmp_path / "run").fit()

@@ -43,6 +43,19 @@ def resolve_conditioning(wanted: str, store: CodeStore) -> str:
     return wanted
 
 
+def hidden_matrices(prior: nn.Module) -> list[nn.Parameter]:
+    """The 2-D weights of the decoder's and the prompt encoder's layers (attention and feed-forward):
+    what Muon trains with `train.optimizer: muon`. Embeddings, heads, norms and biases are not among them."""
+    layers = ("net.attn_layers.", "prompt_encoder.")
+    return [p for n, p in prior.named_parameters() if p.ndim == 2 and n.startswith(layers)]
+
+
+def other_parameters(prior: nn.Module) -> list[nn.Parameter]:
+    """Every parameter `hidden_matrices` leaves out (Adam's, with Muon)."""
+    hidden = {id(p) for p in hidden_matrices(prior)}
+    return [p for p in prior.parameters() if id(p) not in hidden]
+
+
 def condition_from_batch(batch: dict, conditioning: str) -> Condition:
     if conditioning == "class":
         return Condition(labels=batch["label"])
@@ -228,6 +241,9 @@ class PriorTask(TrainingTask):
 
     def optimizer_specs(self) -> list[OptimizerSpec]:
         t = self.cfg.train
+        if t.optimizer == "muon":  # the hidden matrices, then the rest with Adam
+            return [OptimizerSpec("prior", t.lr, weight_decay=t.weight_decay, kind="muon", select=hidden_matrices),
+                    OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay, select=other_parameters)]
         return [OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay)]
 
     def train_batches(self, start_batch: int, rank: int, world_size: int):

@@ -32,13 +32,13 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
-from lgvq.config import TrainConfig
+from lgvq.config import ConfigError, TrainConfig
 from lgvq.devices import resolve_mixed_precision
 from lgvq.errors import OutputWriteError, TrainingDiverged, describe_write_error, write_errno
 from lgvq.runs import RunDir
 from lgvq.training import checkpoint as ckpt
 from lgvq.training.ema import build_ema, load_ema, save_ema
-from lgvq.training.optim import build_adam
+from lgvq.training.optim import build_optimizer
 from lgvq.training.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class OptimizerSpec:
-    """One optimizer over one named module."""
+    """One optimizer over one named module, or over the part of it that `select` picks."""
 
     module: str
     lr: float
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
+    kind: str = "adam"  # adam | muon (lgvq/training/optim.py)
+    select: Callable[[nn.Module], list[nn.Parameter]] | None = None  # None: all the module's parameters
+
+    @property
+    def name(self) -> str:
+        return self.module if self.kind == "adam" else f"{self.module}/{self.kind}"
 
 
 class StepContext:
@@ -152,7 +158,11 @@ class Trainer:
         set_seed(cfg.seed)
         modules = self.task.build_modules()
         self.specs = specs = self.task.optimizer_specs()
-        optimizers = [build_adam(modules[s.module].parameters(), s.lr, s.betas, s.weight_decay) for s in specs]
+        if cfg.optimizer != "adam" and not any(s.kind == cfg.optimizer for s in specs):
+            raise ConfigError(f"train.optimizer={cfg.optimizer}: this stage ({', '.join(modules)}) has no "
+                              f"transformer matrices to give it; use train.optimizer=adam")
+        optimizers = [build_optimizer(s.select(modules[s.module]) if s.select else modules[s.module].parameters(),
+                                      s.kind, s.lr, s.betas, s.weight_decay) for s in specs]
         schedulers = [build_scheduler(o, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio)
                       for o in optimizers]
         names = list(modules)
@@ -249,7 +259,7 @@ class Trainer:
         norms = {}
         for i, params in enumerate(self.opt_params):
             if self.cfg.grad_clip > 0:
-                norms[f"grad_norm/{self.specs[i].module}"] = float(
+                norms[f"grad_norm/{self.specs[i].name}"] = float(
                     torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
         for o in raw:
             if scaler is not None:
