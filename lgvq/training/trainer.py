@@ -257,7 +257,7 @@ class Trainer:
             for o in raw:
                 scaler.unscale_(o)
         norms = {}
-        for i, params in enumerate(self.opt_params):
+        for i, params in enumerate(self.opt_params):  # each optimizer's own (with Muon: its matrices apart)
             if self.cfg.grad_clip > 0:
                 norms[f"grad_norm/{self.specs[i].name}"] = float(
                     torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
