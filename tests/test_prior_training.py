@@ -267,8 +267,8 @@ def test_muon_trains_the_hidden_matrices_and_adam_the_rest(tiny_store, tmp_path)
     in_adam = {id(p) for g in adam.param_groups for p in g["params"]}
     assert in_muon == {id(p) for p in hidden_matrices(prior)} and not in_muon & in_adam
     assert in_muon | in_adam == {id(p) for p in prior.parameters()}
-    nll = validation_nll(PriorTransformer.from_pretrained(tmp_path / "prior" / "model"), CodeStore(tiny_store / "train"))
-    assert nll["nll"] < 0.8 * np.log(64)
+    trained = PriorTransformer.from_pretrained(tmp_path / "prior" / "model")
+    assert validation_nll(trained, CodeStore(tiny_store / "train"))["nll"] < 0.8 * np.log(64)
 
 
 def test_muon_is_refused_where_a_stage_has_no_transformer_matrices(tiny_config, tmp_path):
