@@ -33,8 +33,7 @@ def make_step(cfg: TokenizerRunConfig, text: AlignmentText | None):
     opt = build_adam(tok.parameters(), lr=1e-4)
 
     def step(batch):
-        aligned = cfg.lgvq.images_per_batch or len(batch["caption"])  # as training slices them
-        inputs = text.inputs(batch["caption"][:aligned], torch.device("cpu")) if text is not None else None
+        inputs = text.inputs(batch["caption"], torch.device("cpu")) if text is not None else None
         out = tok(batch["image"], inputs)
         g = loss.generator_loss(batch["image"], out.reconstruction, out.losses["vq"], 0, tok.last_layer_weight())
         total = g["total"] + out.losses.get("align", 0.0)

@@ -329,7 +329,10 @@ def test_alignment_on_the_first_images_of_a_batch_ignores_the_rest(minilm):
     assert grad[:2].abs().sum() > 0 and torch.all(grad[2:] == 0)
 
 
-def test_training_aligns_the_configured_number_of_images(tiny_config, tmp_path):
+def test_training_aligns_the_configured_number_of_images(tiny_config, tmp_path, monkeypatch):
+    """lgvq.images_per_batch=3 on batches of 4: the alignment reads 3 captions and the 4 images' codes
+    (of which it aligns the first 3) at every step."""
+    from lgvq.alignment.lgvq import LGVQAlignment
     from lgvq.config import load_config
     from lgvq.tokenizers.config import TokenizerRunConfig
     from lgvq.tokenizers.training import TokenizerTask
@@ -338,9 +341,9 @@ def test_training_aligns_the_configured_number_of_images(tiny_config, tmp_path):
     cfg = load_config(TokenizerRunConfig, tiny_config, ["alignment=lgvq", "train.max_steps=2", "train.batch_size=4",
                                                         "lgvq.visual_width=16", "lgvq.max_length=16",
                                                         "lgvq.images_per_batch=3"])
-    task = TokenizerTask(cfg)
-    aligned = []
-    original = task.text.inputs
-    task.text.inputs = lambda captions, device: aligned.append(len(captions)) or original(captions, device)
-    Trainer(task, cfg.train, tmp_path / "run").fit()
-    assert aligned == [3, 3]
+    seen = []
+    original = LGVQAlignment.forward
+    monkeypatch.setattr(LGVQAlignment, "forward", lambda self, quantized, text, *a, **k: seen.append(
+        (quantized.shape[0], text.input_ids.shape[0])) or original(self, quantized, text, *a, **k))
+    Trainer(TokenizerTask(cfg), cfg.train, tmp_path / "run").fit()
+    assert seen == [(4, 3), (4, 3)]

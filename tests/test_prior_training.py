@@ -251,7 +251,7 @@ def test_word_piece_rows_learn_the_captions_words_and_sampling_reads_a_prompts_i
 
 def test_muon_trains_the_hidden_matrices_and_adam_the_rest(tiny_store, tmp_path):
     """train.optimizer=muon: the decoder's 2-D layer weights go to torch's Muon, every other parameter
-    to Adam, each exactly once; the prior learns; a stage without such matrices refuses the option."""
+    to Adam, each exactly once; the prior learns."""
     from lgvq.data.code_store import CodeStore
     from lgvq.evaluation.prior_eval import validation_nll
     from lgvq.priors.training import hidden_matrices

@@ -71,10 +71,7 @@ class TokenizerTask(TrainingTask):
         images = batch["image"]
         if self.loss.lpips is not None:
             self.loss.lpips.to(images.device)
-        inputs = None
-        if self.text is not None:  # captions of the images to align: all, or the first lgvq.images_per_batch
-            aligned = self.cfg.lgvq.images_per_batch or len(batch["caption"])
-            inputs = self.text.inputs(batch["caption"][:aligned], images.device)
+        inputs = self.text.inputs(batch["caption"], images.device) if self.text is not None else None
         out = ctx.modules["tokenizer"](images, inputs)
         disc = ctx.unwrap("discriminator") if "discriminator" in ctx.modules else None
         g = self.loss.generator_loss(images, out.reconstruction, out.losses["vq"], step,
@@ -128,10 +125,12 @@ class AlignmentText:
                 "sentence_width": self.encoder.sentence_width, "vocab_size": self.encoder.vocab_size}
 
     def inputs(self, captions: list[str], device: torch.device) -> dict:
-        """Alignment inputs for a batch: cached features (the encoder runs only on unseen captions)."""
+        """Alignment inputs for a batch: cached features (the encoder runs only on unseen captions)
+        of the images to align, all or the first `lgvq.images_per_batch`."""
         if self.special.device != device:
             self.encoder.to(device)
             self.special = self.special.to(device)
+        captions = captions[:self.cfg.images_per_batch or len(captions)]
         feats = self.cache(captions, pad_to_longest=True).to(device)  # no work on padding columns
         maskable = feats.mask & ~torch.isin(feats.input_ids, self.special)
         encode_ids = self.encode_masked if self.cfg.mtp_text_context == "masked" else None
