@@ -99,7 +99,7 @@ class TrainConfig:
         "max_steps": ">= 1", "batch_size": ">= 1", "grad_accum": ">= 1", "lr": "> 0", "betas": "each [0, 1)",
         "weight_decay": ">= 0", "warmup_steps": ">= 0", "min_lr_ratio": "[0, 1]", "grad_clip": ">= 0",
         "ema_decay": "[0, 1)", "log_every": ">= 1", "sample_every": ">= 0", "checkpoint_every": ">= 1",
-        "keep_checkpoints": ">= 1", "num_threads": ">= 0"}
+        "keep_checkpoints": ">= 1", "num_threads": ">= 0", "muon_lr": "> 0"}
 
     output_dir: str = "runs/tokenizer"
     max_steps: int = 2000
@@ -121,8 +121,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     num_threads: int = 0  # torch CPU threads per process; 0 = torch's default
     compile: bool = False  # torch.compile the trained modules' forward (pays off on GPUs; docs/results.md)
-    # muon: a prior's hidden transformer matrices take Muon, the rest Adam (lgvq/training/optim.py)
+    # muon: the weight matrices of a prior's or a tokenizer's hidden layers take Muon, the rest Adam
+    # (lgvq/training/optim.py)
     optimizer: Literal["adam", "muon"] = "adam"
+    muon_lr: float | None = None  # Muon's peak learning rate; None: train.lr
 
 
 def _schema_keys(schema: type) -> dict[str, Any]:

@@ -271,11 +271,12 @@ def test_muon_trains_the_hidden_matrices_and_adam_the_rest(tiny_store, tmp_path)
     assert validation_nll(trained, CodeStore(tiny_store / "train"))["nll"] < 0.8 * np.log(64)
 
 
-def test_muon_is_refused_where_a_stage_has_no_transformer_matrices(tiny_config, tmp_path):
+def test_muon_is_refused_where_a_stage_has_no_muon_weights(tiny_store, tmp_path):
     from lgvq.config import ConfigError
-    from lgvq.tokenizers.config import TokenizerRunConfig
-    from lgvq.tokenizers.training import TokenizerTask
+    from lgvq.downstream.training import CaptionTask, HeadRunConfig
+    from tests.conftest import tiny_head_config
 
-    cfg = load_config(TokenizerRunConfig, tiny_config, ["train.max_steps=1", "train.optimizer=muon"])
+    cfg = load_config(HeadRunConfig, tiny_head_config(tmp_path, tiny_store, "cap"),
+                      ["train.max_steps=1", "train.optimizer=muon"])
     with pytest.raises(ConfigError, match="train.optimizer=muon"):
-        Trainer(TokenizerTask(cfg), cfg.train, tmp_path / "run").fit()
+        Trainer(CaptionTask(cfg, tmp_path / "cap"), cfg.train, tmp_path / "cap").fit()

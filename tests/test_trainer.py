@@ -184,6 +184,58 @@ def test_fused_adam_takes_the_same_steps_as_torch_default():
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(model.parameters(), reference))
 
 
+def test_matrix_muon_is_torchs_muon_on_matrices_and_reads_filters_as_matrices():
+    """MatrixMuon: on a 2-D weight the same steps as torch.optim.Muon; a convolution's filters
+    (out, in, kh, kw) take the steps torch's Muon takes on the matrix (out, in * kh * kw)."""
+    from lgvq.training.optim import MatrixMuon
+
+    torch.manual_seed(0)
+    start = torch.randn(8, 12)
+    matrix, filters, reference = (torch.nn.Parameter(start.clone().view(shape))
+                                  for shape in ((8, 12), (8, 3, 2, 2), (8, 12)))
+    options = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
+    optimizers = [MatrixMuon([matrix], **options), MatrixMuon([filters], **options),
+                  torch.optim.Muon([reference], **options)]
+    for _ in range(3):
+        grad = torch.randn(8, 12)
+        for p, opt in zip((matrix, filters, reference), optimizers):
+            p.grad = grad.clone().view(p.shape)
+            opt.step()
+    assert not torch.equal(reference, start)
+    assert torch.equal(matrix, reference) and torch.equal(filters.view(8, 12), reference)
+    with pytest.raises(ValueError, match="rank 2 or more"):
+        MatrixMuon([torch.nn.Parameter(torch.zeros(4))], lr=0.01)
+
+
+def test_tokenizer_muon_trains_the_autoencoder_matrices_and_adam_the_rest(tmp_path):
+    """train.optimizer=muon on a tokenizer: the autoencoder's weights of rank 2 or more (convolution
+    filters too) go to Muon at train.muon_lr, the codebook and every other parameter to Adam at
+    train.lr, each exactly once; every Muon weight is trained."""
+    from lgvq.tokenizers.training import autoencoder_matrices
+    from lgvq.training.optim import MatrixMuon
+
+    cfg = load_config(TokenizerRunConfig, config(tmp_path, "muon", max_steps=4, checkpoint_every=100),
+                      ["train.optimizer=muon", "train.muon_lr=0.02"])
+    start = {}
+
+    def keep_start():
+        start.update({id(p): p.detach().clone() for p in trainer.modules["tokenizer"].parameters()})
+
+    trainer = Trainer(TokenizerTask(cfg), cfg.train, tmp_path / "muon", on_start=keep_start)
+    trainer.fit()
+    tokenizer = trainer.modules["tokenizer"]
+    muon, adam = (o.optimizer for o in trainer.optimizers[:2])  # then the discriminator's Adam
+    assert isinstance(muon, MatrixMuon) and isinstance(adam, torch.optim.Adam)
+    assert muon.param_groups[0]["initial_lr"] == 0.02 and adam.param_groups[0]["initial_lr"] == cfg.train.lr
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    in_adam = {id(p) for g in adam.param_groups for p in g["params"]}
+    assert in_muon == {id(p) for p in autoencoder_matrices(tokenizer)} and not in_muon & in_adam
+    assert in_muon | in_adam == {id(p) for p in tokenizer.parameters()}
+    assert any(p.ndim == 4 for p in autoencoder_matrices(tokenizer))
+    assert id(tokenizer.quantizer.codebook.weight) in in_adam
+    assert all(not torch.equal(p, start[id(p)]) for p in autoencoder_matrices(tokenizer))
+
+
 def test_auto_mixed_precision_trains(tmp_path):
     w = tokenizer_weights_after(tmp_path, "auto", mixed_precision="auto")
     assert all(torch.isfinite(t).all() for t in w.values())

@@ -242,7 +242,8 @@ class PriorTask(TrainingTask):
     def optimizer_specs(self) -> list[OptimizerSpec]:
         t = self.cfg.train
         if t.optimizer == "muon":  # the hidden matrices, then the rest with Adam
-            return [OptimizerSpec("prior", t.lr, weight_decay=t.weight_decay, kind="muon", select=hidden_matrices),
+            return [OptimizerSpec("prior", t.muon_lr or t.lr, weight_decay=t.weight_decay, kind="muon",
+                                  select=hidden_matrices),
                     OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay, select=other_parameters)]
         return [OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay)]
 

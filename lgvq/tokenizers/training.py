@@ -59,6 +59,10 @@ class TokenizerTask(TrainingTask):
     def optimizer_specs(self) -> list[OptimizerSpec]:
         t = self.cfg.train
         specs = [OptimizerSpec("tokenizer", t.lr, tuple(t.betas), t.weight_decay)]
+        if t.optimizer == "muon":  # the autoencoder's weight matrices, then the rest with Adam
+            specs = [OptimizerSpec("tokenizer", t.muon_lr or t.lr, weight_decay=t.weight_decay, kind="muon",
+                                   select=autoencoder_matrices),
+                     OptimizerSpec("tokenizer", t.lr, tuple(t.betas), t.weight_decay, select=other_parameters)]
         if self.cfg.loss.disc_weight > 0:
             specs.append(OptimizerSpec("discriminator", self.cfg.loss.disc_lr or t.lr, tuple(t.betas), t.weight_decay))
         return specs
@@ -106,6 +110,22 @@ class TokenizerTask(TrainingTask):
         model.save_pretrained(str(out_dir))
         if self.text is not None:
             self.text.cache.save()
+
+
+AUTOENCODER_PARTS = ("encoder.", "quant_conv.", "post_quant_conv.", "decoder.")
+
+
+def autoencoder_matrices(tokenizer: nn.Module) -> list[nn.Parameter]:
+    """The weights of rank 2 or more of the encoder, decoder and the 1 x 1 convolutions around the
+    quantizer (convolution filters read as matrices): what Muon trains with `train.optimizer: muon`.
+    The codebook, norms, biases and the alignment modules are not among them."""
+    return [p for n, p in tokenizer.named_parameters() if p.ndim >= 2 and n.startswith(AUTOENCODER_PARTS)]
+
+
+def other_parameters(tokenizer: nn.Module) -> list[nn.Parameter]:
+    """Every parameter `autoencoder_matrices` leaves out (Adam's, with Muon)."""
+    matrices = {id(p) for p in autoencoder_matrices(tokenizer)}
+    return [p for p in tokenizer.parameters() if id(p) not in matrices]
 
 
 class AlignmentText:

@@ -160,7 +160,7 @@ class Trainer:
         self.specs = specs = self.task.optimizer_specs()
         if cfg.optimizer != "adam" and not any(s.kind == cfg.optimizer for s in specs):
             raise ConfigError(f"train.optimizer={cfg.optimizer}: this stage ({', '.join(modules)}) has no "
-                              f"transformer matrices to give it; use train.optimizer=adam")
+                              f"weight matrices for it (priors and tokenizers have); use train.optimizer=adam")
         optimizers = [build_optimizer(s.select(modules[s.module]) if s.select else modules[s.module].parameters(),
                                       s.kind, s.lr, s.betas, s.weight_decay) for s in specs]
         schedulers = [build_scheduler(o, cfg.warmup_steps, cfg.max_steps, cfg.schedule, cfg.min_lr_ratio)
