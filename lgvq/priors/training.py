@@ -23,7 +23,7 @@ from lgvq.priors.args import PriorArgs, PriorData
 from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.model import Condition, PriorTransformer
 from lgvq.runs import StoreDir, model_dir
-from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
+from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask, muon_and_adam
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,6 @@ def hidden_matrices(prior: nn.Module) -> list[nn.Parameter]:
     what Muon trains with `train.optimizer: muon`. Embeddings, heads, norms and biases are not among them."""
     layers = ("net.attn_layers.", "prompt_encoder.")
     return [p for n, p in prior.named_parameters() if p.ndim == 2 and n.startswith(layers)]
-
-
-def other_parameters(prior: nn.Module) -> list[nn.Parameter]:
-    """Every parameter `hidden_matrices` leaves out (Adam's, with Muon)."""
-    hidden = {id(p) for p in hidden_matrices(prior)}
-    return [p for p in prior.parameters() if id(p) not in hidden]
 
 
 def condition_from_batch(batch: dict, conditioning: str) -> Condition:
@@ -241,10 +235,8 @@ class PriorTask(TrainingTask):
 
     def optimizer_specs(self) -> list[OptimizerSpec]:
         t = self.cfg.train
-        if t.optimizer == "muon":  # the hidden matrices, then the rest with Adam
-            return [OptimizerSpec("prior", t.muon_lr or t.lr, weight_decay=t.weight_decay, kind="muon",
-                                  select=hidden_matrices),
-                    OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay, select=other_parameters)]
+        if t.optimizer == "muon":
+            return muon_and_adam("prior", t, hidden_matrices)
         return [OptimizerSpec("prior", t.lr, tuple(t.betas), t.weight_decay)]
 
     def train_batches(self, start_batch: int, rank: int, world_size: int):

@@ -20,7 +20,7 @@ from lgvq.tokenizers.config import TokenizerRunConfig
 from lgvq.tokenizers.losses import VQGANLoss
 from lgvq.tokenizers.lpips import find_vgg16_weights
 from lgvq.tokenizers.model import VQTokenizer
-from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
+from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask, muon_and_adam
 
 PREVIEW_IMAGES = 8
 
@@ -58,11 +58,8 @@ class TokenizerTask(TrainingTask):
 
     def optimizer_specs(self) -> list[OptimizerSpec]:
         t = self.cfg.train
-        specs = [OptimizerSpec("tokenizer", t.lr, tuple(t.betas), t.weight_decay)]
-        if t.optimizer == "muon":  # the autoencoder's weight matrices, then the rest with Adam
-            specs = [OptimizerSpec("tokenizer", t.muon_lr or t.lr, weight_decay=t.weight_decay, kind="muon",
-                                   select=autoencoder_matrices),
-                     OptimizerSpec("tokenizer", t.lr, tuple(t.betas), t.weight_decay, select=other_parameters)]
+        specs = (muon_and_adam("tokenizer", t, autoencoder_matrices) if t.optimizer == "muon"
+                 else [OptimizerSpec("tokenizer", t.lr, tuple(t.betas), t.weight_decay)])
         if self.cfg.loss.disc_weight > 0:
             specs.append(OptimizerSpec("discriminator", self.cfg.loss.disc_lr or t.lr, tuple(t.betas), t.weight_decay))
         return specs
@@ -120,12 +117,6 @@ def autoencoder_matrices(tokenizer: nn.Module) -> list[nn.Parameter]:
     quantizer (convolution filters read as matrices): what Muon trains with `train.optimizer: muon`.
     The codebook, norms, biases and the alignment modules are not among them."""
     return [p for n, p in tokenizer.named_parameters() if p.ndim >= 2 and n.startswith(AUTOENCODER_PARTS)]
-
-
-def other_parameters(tokenizer: nn.Module) -> list[nn.Parameter]:
-    """Every parameter `autoencoder_matrices` leaves out (Adam's, with Muon)."""
-    matrices = {id(p) for p in autoencoder_matrices(tokenizer)}
-    return [p for p in tokenizer.parameters() if id(p) not in matrices]
 
 
 class AlignmentText:

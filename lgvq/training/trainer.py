@@ -60,6 +60,20 @@ class OptimizerSpec:
         return self.module if self.kind == "adam" else f"{self.module}/{self.kind}"
 
 
+def muon_and_adam(module: str, train: TrainConfig,
+                  matrices: Callable[[nn.Module], list[nn.Parameter]]) -> list[OptimizerSpec]:
+    """`train.optimizer: muon`: Muon for the weights `matrices` picks (at `train.muon_lr`, else
+    `train.lr`), Adam for every other parameter of the module."""
+
+    def the_rest(m: nn.Module) -> list[nn.Parameter]:
+        chosen = {id(p) for p in matrices(m)}
+        return [p for p in m.parameters() if id(p) not in chosen]
+
+    return [OptimizerSpec(module, train.muon_lr or train.lr, weight_decay=train.weight_decay, kind="muon",
+                          select=matrices),
+            OptimizerSpec(module, train.lr, tuple(train.betas), train.weight_decay, select=the_rest)]
+
+
 class StepContext:
     """Handed to `TrainingTask.training_step`: backward with accumulation scaling, and the
     prepared (possibly DDP-wrapped) and plain modules."""
