@@ -19,6 +19,8 @@ def make_prior(conditioning: str, **kw) -> PriorTransformer:
                                         heads=4, **extra, **kw)).eval()
     if getattr(prior, "word_embedding", None) is not None:  # zero at init: give the rows something to say
         torch.nn.init.normal_(prior.word_embedding.weight)
+    if prior.code_layers is not None:  # a tokenizer's code vectors stand in as random ones
+        prior.code_layers.set_code_vectors(torch.randn(V, prior.config.code_width))
     return prior
 
 
@@ -53,7 +55,9 @@ def test_cached_and_uncached_decoding_agree(conditioning, cfg_scale):
                                      dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2),
                                      dict(group_size=2, token_shape=(2, 6)),
                                      dict(group_size=2, token_shape=(2, 6), grid_positions=True, text_layers=1),
-                                     dict(qk_norm=True, text_layers=1), dict(prompt_word_rows=7, text_layers=1)])
+                                     dict(qk_norm=True, text_layers=1), dict(prompt_word_rows=7, text_layers=1),
+                                     dict(code_features=True, code_width=6),
+                                     dict(group_size=2, token_shape=(2, 6), code_features=True, code_width=6)])
 def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positions(cfg_scale, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     cached, cached_logits = generate(prior, cond, temperature=0, cfg_scale=cfg_scale, return_logits=True)
@@ -71,6 +75,9 @@ STATIC_CASES = {"unconditional": ("none", {}, 0), "class": ("class", {}, 0), "te
                 "word-piece rows": ("text", dict(prompt_word_rows=7), 0),
                 "2 tokens a cell": ("text", dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2), 0),
                 "grouped": ("text", dict(group_size=2, token_shape=(2, 6), grid_positions=True), 0),
+                "code features": ("class", dict(code_features=True, code_width=6), 0),
+                "grouped, code features": ("text", dict(group_size=2, token_shape=(2, 6), code_features=True,
+                                                        code_width=6), 0),
                 "completion": ("class", {}, 5)}
 
 

@@ -249,6 +249,33 @@ def test_word_piece_rows_learn_the_captions_words_and_sampling_reads_a_prompts_i
     assert len(pipe("a small red circle", num_images=2, seed=0)) == 2
 
 
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_code_features_read_the_stores_tokenizer_and_travel_with_the_prior(tiny_store, tmp_path, group_size):
+    """model.code_features: the prior holds its store's tokenizer's code vectors (saved with its
+    weights, so the run stands alone), learns with them, and the pipeline samples from it."""
+    from lgvq.data.code_store import CodeStore
+    from lgvq.evaluation.prior_eval import validation_nll
+
+    cfg = load_config(PriorRunConfig, tiny_prior_config(tmp_path, tiny_store, "text"),
+                      ["train.max_steps=60", "train.checkpoint_every=1000", "model.code_features=true",
+                       f"model.group_size={group_size}"])
+    Trainer(PriorTask(cfg, tmp_path / "prior"), cfg.train, tmp_path / "prior").fit()
+    prior = PriorTransformer.from_pretrained(tmp_path / "prior" / "model")
+    vectors = VQTokenizer.from_pretrained(tiny_store / "tokenizer").code_vectors()
+    assert prior.config.code_width == vectors.shape[1]
+    assert torch.equal(prior.code_layers.code_vectors, vectors)
+    assert validation_nll(prior, CodeStore(tiny_store / "train"))["nll"] < 0.8 * np.log(64)
+    pipe = TextToImagePipeline.from_pretrained(tmp_path / "prior", device="cpu")
+    assert len(pipe("a small red circle", num_images=2, seed=0)) == 2
+
+
+def test_code_features_need_code_vectors():
+    from lgvq.config import ConfigError
+
+    with pytest.raises(ConfigError, match="code_features needs the tokenizer's code vectors"):
+        PriorTransformer(prior_args(vocab_size=64, seq_len=16, dim=32, depth=1, code_features=True))
+
+
 def test_muon_trains_the_hidden_matrices_and_adam_the_rest(tiny_store, tmp_path):
     """train.optimizer=muon: the decoder's 2-D layer weights go to torch's Muon, every other parameter
     to Adam, each exactly once; the prior learns."""

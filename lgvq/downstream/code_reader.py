@@ -20,13 +20,6 @@ from lgvq.errors import ConfigError
 from lgvq.xtransformers import Encoder
 
 
-def tokenizer_code_vectors(tokenizer) -> torch.Tensor:
-    """(V, D) the vector each code id stands for in the tokenizer (its quantizer's code_vectors)."""
-    tokenizer.eval()
-    with torch.no_grad():
-        return tokenizer.quantizer.code_vectors().detach().cpu().float().contiguous()
-
-
 class GridConv(nn.Module):
     """LayerNorm per grid cell (no statistics across cells, so the block stays local), 3 x 3
     convolution, GELU. (B, C, h, w) -> (B, C, h, w)."""

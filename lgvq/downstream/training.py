@@ -19,7 +19,6 @@ from torch import nn
 from lgvq.config import ConfigError, TrainConfig
 from lgvq.data.code_store import CodeStore, StoreError, store_batches
 from lgvq.downstream.captioning import CaptionHead
-from lgvq.downstream.code_reader import tokenizer_code_vectors
 from lgvq.downstream.text_vocab import TextVocab
 from lgvq.downstream.vqa import VQAHead
 from lgvq.runs import RunDir, StoreDir, model_dir
@@ -92,7 +91,7 @@ class HeadTask(TrainingTask):
         if self._code_vectors is None:
             from lgvq.tokenizers.model import VQTokenizer
 
-            self._code_vectors = tokenizer_code_vectors(VQTokenizer.from_pretrained(RunDir(self.run_dir).tokenizer))
+            self._code_vectors = VQTokenizer.from_pretrained(RunDir(self.run_dir).tokenizer).code_vectors()
         return self._code_vectors
 
     def finish_build(self, head: nn.Module) -> dict[str, nn.Module]:

@@ -44,6 +44,9 @@ class PriorArchitecture:
     # into this many rows), added to the projected frozen features, so that what a word means for the
     # drawing can be learned directly beside the encoder's contextual features; 0: none
     prompt_word_rows: int = 0
+    # the tokenizer's code vectors read beside each code's learned input and output rows, so that codes
+    # that draw alike start out alike (lgvq/priors/code_features.py); the store's tokenizer gives them
+    code_features: bool = False
 
 
 # named sizes (width, layers, heads); `small` is the default architecture
@@ -80,6 +83,7 @@ class PriorData:
     text_encoder: str | None = None
     text_pooling: str = "auto"
     trained_words: list | None = None  # the words of its training captions (None: not recorded)
+    code_width: int = 0  # the tokenizer's code-vector width, where the prior reads them (code_features)
 
     def check(self) -> None:
         if self.conditioning not in ("none", "class", "text"):

@@ -71,15 +71,20 @@ class CodeGroupHead(nn.Module):
         z = h + self.slot[slots]
         return self.norm(z + self.mlp(z))
 
-    def forward(self, hidden: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: hidden (B, n, dim), groups (B, n, k) -> features (B, n, k, dim)."""
+    def forward(self, hidden: torch.Tensor, groups: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing: hidden (B, n, dim), groups (B, n, k) -> features (B, n, k, dim). `extra`
+        (B, n, k - 1, dim): more of codes 0..k-2's embeddings (their code vectors), added to the rows."""
         # (B, n, k - 1, dim): the embedding of code j, seen by the slots after j
         earlier = self.previous(slot_rows(groups[..., :-1], self.vocab_size))
+        earlier = earlier if extra is None else earlier + extra
         context = torch.cat([torch.zeros_like(earlier[..., :1, :]), earlier.cumsum(-2)], -2)  # codes before j
         return self.features(hidden[..., None, :] + context, slice(None))
 
-    def step(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Sampling: h (B, dim) and the group's codes so far (B, j) -> features of code j (B, dim)."""
+    def step(self, h: torch.Tensor, codes: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Sampling: h (B, dim) and the group's codes so far (B, j) -> features of code j (B, dim);
+        `extra` (B, dim): more of those codes' summed embeddings, as in `forward`."""
         if codes.shape[1]:
             h = h + self.previous(slot_rows(codes, self.vocab_size)).sum(1)
+        if extra is not None:
+            h = h + extra
         return self.features(h, codes.shape[1])

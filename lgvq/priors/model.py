@@ -44,6 +44,7 @@ from torch import nn
 from lgvq.errors import ConfigError, PromptError
 from lgvq.hub import LgvqModelMixin
 from lgvq.priors.args import PriorArgs, prior_args
+from lgvq.priors.code_features import CodeFeatures
 from lgvq.priors.groups import CodeGroupHead, GroupEmbedding, from_groups, to_groups
 from lgvq.runs import MODEL_CONFIG
 from lgvq.xtransformers import Decoder, Encoder, TransformerWrapper
@@ -110,6 +111,13 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             k = arch.group_size ** 2
             self.group_embedding = GroupEmbedding(data.vocab_size, dim, k)
             self.group_head = CodeGroupHead(data.vocab_size, dim, k, hidden=dim * ff_mult)
+        self.code_layers = None
+        if arch.code_features:  # the tokenizer's code vectors beside the learned rows (lgvq/priors/code_features.py)
+            if data.code_width < 1:
+                raise ConfigError("model.code_features needs the tokenizer's code vectors: train the prior on a "
+                                  "code store (its tokenizer gives them), or set code_width")
+            k = arch.group_size ** 2  # input slots; then the group head's k - 1 context slots
+            self.code_layers = CodeFeatures(data.vocab_size, data.code_width, dim, slots=2 * k - 1)
         if arch.grid_positions:  # learned row, column (and slot) embeddings, see `grid_embeddings`
             (h, w), k = self.position_grid, data.tokens_per_position
             self.row_embedding, self.column_embedding = nn.Embedding(h, dim), nn.Embedding(w, dim)
@@ -244,6 +252,10 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         if self.config.group_size > 1:
             group = self.group_embedding(inputs).to(dtype)
             extra = group if extra is None else extra + group
+        if self.code_layers is not None:  # every slot's code vector, projected and summed
+            ids = inputs if self.config.group_size > 1 else inputs[..., None]
+            codes = self.code_layers.embed(ids, slice(0, ids.shape[-1])).sum(-2).to(dtype)
+            extra = codes if extra is None else extra + codes
         return extra
 
     def run_network(self, inputs: torch.Tensor, prefix: torch.Tensor, mask: torch.Tensor, **kwargs):
@@ -262,9 +274,20 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         extra = self.extra_embeddings(inputs, dtype, start)
         return embedded if extra is None else embedded + extra
 
-    def group_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """CodeGroupHead features (..., dim) -> logits (..., V), through the decoder's output layer."""
-        return self.net.to_logits(features)
+    def output_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The decoder's output embeddings, or CodeGroupHead features, (..., dim) -> logits (..., V):
+        the decoder's output layer, plus the code-vector scores with code_features."""
+        logits = self.net.to_logits(features)
+        return logits if self.code_layers is None else logits + self.code_layers.logits(features)
+
+    def group_features(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Sampling a group: the decoder's output (B, dim) and the group's codes so far (B, j) ->
+        the features code j is predicted from (B, dim)."""
+        context = None
+        if self.code_layers is not None and codes.shape[1]:
+            k = self.config.group_size ** 2
+            context = self.code_layers.embed(codes, slice(k, k + codes.shape[1])).sum(1).to(hidden.dtype)
+        return self.group_head.step(hidden, codes, context)
 
     def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -275,11 +298,16 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             drop = self.drop_mask(tokens.shape[0])
         prefix, mask = self.prefix(cond, drop)
         if self.config.group_size == 1:
-            logits = self.run_network(tokens[:, :-1], prefix, mask)[:, prefix.shape[1] - 1:]
+            hidden = self.run_network(tokens[:, :-1], prefix, mask, return_embeddings=True)[:, prefix.shape[1] - 1:]
+            logits = self.output_logits(hidden)
         else:  # each position's output predicts the next group's codes, one after another
             groups = self.to_positions(tokens)
             hidden = self.run_network(groups[:, :-1], prefix, mask, return_embeddings=True)[:, prefix.shape[1] - 1:]
-            logits = self.from_positions(self.group_logits(self.group_head(hidden, groups)))
+            context = None
+            if self.code_layers is not None:  # (B, n, k - 1, dim): codes 0..k-2 as the later slots see them
+                k = self.config.group_size ** 2
+                context = self.code_layers.embed(groups[..., :-1], slice(k, 2 * k - 1)).to(hidden.dtype)
+            logits = self.from_positions(self.output_logits(self.group_head(hidden, groups, context)))
         return logits if targets is None else (next_token_loss(logits, targets), logits)
 
     def loss(self, tokens: torch.Tensor, cond: Condition) -> torch.Tensor:

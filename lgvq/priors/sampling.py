@@ -130,8 +130,8 @@ def generate(prior: PriorTransformer, cond: Condition, temperature: float = 1.0,
             continue
         hidden, codes, group_logits = torch.cat(outs), positions.new_zeros(b, 0), []
         for _ in range(prior.config.group_size ** 2):
-            features = prior.group_head.step(hidden, codes.repeat(hidden.shape[0] // b, 1))
-            logits, ids = pick(prior.group_logits(features))
+            features = prior.group_features(hidden, codes.repeat(hidden.shape[0] // b, 1))
+            logits, ids = pick(prior.output_logits(features))
             group_logits.append(logits)
             codes = torch.cat([codes, ids[:, None]], 1)
         all_logits += [torch.stack(group_logits, 1)] if return_logits else []
@@ -161,13 +161,11 @@ class CachedStream:
     def last(self, positions: torch.Tensor) -> torch.Tensor:
         """The positions so far (B, n[, g^2]) -> the last one's logits (rows, V), or its embedding
         (rows, dim) with group_size > 1; rows: B for each stream in the pass ([conditional; null])."""
-        grouped = self.prior.config.group_size > 1
         out, cache = self.prior.run_network(rows_of(positions, self.rows), self.prefix, self.mask, cache=self.cache,
-                                            return_intermediates=not grouped,
-                                            return_embeddings_and_intermediates=grouped)
+                                            return_embeddings_and_intermediates=True)
         if self.use_cache:
             self.cache = cache
-        return out[:, -1]
+        return out[:, -1] if self.prior.config.group_size > 1 else self.prior.output_logits(out[:, -1])
 
 
 class StaticStream:
@@ -195,7 +193,7 @@ class StaticStream:
             index = torch.tensor(self.prefix.shape[1] + n - 1, device=x.device)
             hidden = self.step(x, index)[:, -1].clone()  # a graph's output is overwritten by its next replay
         self.prefilled = True
-        return hidden if self.prior.config.group_size > 1 else self.prior.net.to_logits(hidden)
+        return hidden if self.prior.config.group_size > 1 else self.prior.output_logits(hidden)
 
 
 def rows_of(positions: torch.Tensor, rows: int) -> torch.Tensor:

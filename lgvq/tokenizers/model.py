@@ -152,3 +152,10 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
 
     def usage(self) -> dict[str, float]:
         return self.quantizer.usage()
+
+    @torch.no_grad()
+    def code_vectors(self) -> torch.Tensor:
+        """(V, D) the vector each code id stands for (its quantizer's codebook), float on the CPU:
+        what heads and priors with code features read, frozen."""
+        self.eval()
+        return self.quantizer.code_vectors().detach().cpu().float().contiguous()

@@ -1,0 +1,54 @@
+"""The tokenizer's code vectors inside the prior (`model.code_features`).
+
+A prior normally learns one free embedding row and one output row per code id, so each of the
+hundreds of codes that draw object edges is learnt on its own, from the few hundred times it
+occurs in a short run. With code features the prior also reads what each id stands for: the
+tokenizer's code vector (frozen, kept as a buffer so the prior stands alone), layer-normed, then
+
+- on the input side projected to the prior's width, one projection per slot of a position (one
+  slot, or g^2 with `group_size` g), and added to the id's learned row;
+- on the output side a score for every code, the projected hidden state against each code vector,
+  added to the learned logits.
+
+Codes that draw alike have nearby vectors, so what the prior learns about one of them carries to
+the others from the first step on. It is the same reading the downstream heads use
+(lgvq/downstream/code_reader.py).
+
+    features = CodeFeatures(code_vectors, dim=128, slots=4)   # (V, D) frozen vectors
+    features.embed(ids)          # (B, n, k) ids -> (B, n, k, dim), slot j through projection j
+    features.logits(hidden)      # (..., dim) -> (..., V)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CodeFeatures(nn.Module):
+    def __init__(self, vocab_size: int, code_width: int, dim: int, slots: int):
+        super().__init__()
+        # (V, D), filled from the tokenizer (`set_code_vectors`); saved with the prior's weights
+        self.register_buffer("code_vectors", torch.zeros(vocab_size, code_width))
+        self.norm = nn.LayerNorm(code_width)
+        self.inputs = nn.Parameter(torch.randn(slots, code_width, dim) * code_width ** -0.5 * 0.1)
+        self.output = nn.Linear(dim, code_width, bias=False)
+        nn.init.normal_(self.output.weight, std=0.02)
+
+    def set_code_vectors(self, vectors: torch.Tensor) -> None:
+        if vectors.shape != self.code_vectors.shape:
+            raise ValueError(f"code vectors {tuple(vectors.shape)} do not fit this prior's "
+                             f"{tuple(self.code_vectors.shape)} (vocabulary x code width)")
+        self.code_vectors.copy_(vectors)
+
+    def vectors(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.norm(self.code_vectors).to(dtype)  # (V, D)
+
+    def embed(self, ids: torch.Tensor, slots: slice = slice(None)) -> torch.Tensor:
+        """(..., k) ids of consecutive slots -> (..., k, dim): slot j's code through slot j's projection."""
+        x = self.vectors(self.inputs.dtype)[ids]
+        return torch.einsum("...kc,kcd->...kd", x, self.inputs[slots])
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., V): the projected hidden state against every code vector."""
+        return self.output(hidden) @ self.vectors(hidden.dtype).t()
