@@ -194,8 +194,8 @@ def test_matrix_muon_is_torchs_muon_on_matrices_and_reads_filters_as_matrices():
     matrix, filters, reference = (torch.nn.Parameter(start.clone().view(shape))
                                   for shape in ((8, 12), (8, 3, 2, 2), (8, 12)))
     options = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
-    optimizers = [MatrixMuon([matrix], **options), MatrixMuon([filters], **options),
-                  torch.optim.Muon([reference], **options)]
+    optimizers = [MatrixMuon([matrix], ns_dtype=torch.bfloat16, **options),
+                  MatrixMuon([filters], ns_dtype=torch.bfloat16, **options), torch.optim.Muon([reference], **options)]
     for _ in range(3):
         grad = torch.randn(8, 12)
         for p, opt in zip((matrix, filters, reference), optimizers):
@@ -205,6 +205,35 @@ def test_matrix_muon_is_torchs_muon_on_matrices_and_reads_filters_as_matrices():
     assert torch.equal(matrix, reference) and torch.equal(filters.view(8, 12), reference)
     with pytest.raises(ValueError, match="rank 2 or more"):
         MatrixMuon([torch.nn.Parameter(torch.zeros(4))], lr=0.01)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_matrix_muon_iterates_in_fp32_where_bf16_is_emulated(monkeypatch, nesterov):
+    """Without native bf16 (an AVX2-only CPU) MatrixMuon runs Newton-Schulz in fp32: no bf16
+    matmul, and steps within bf16's rounding of torch's."""
+    import lgvq.training.optim as optim
+
+    monkeypatch.setattr(optim, "native_bf16", lambda device: False)
+    torch.manual_seed(0)
+    start = torch.randn(16, 24)
+    ours, reference = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    options = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw", nesterov=nesterov)
+    opt, reference_opt = optim.MatrixMuon([ours], **options), torch.optim.Muon([reference], **options)
+    assert opt.ns_dtype == torch.float32
+    grads = [torch.randn(16, 24) for _ in range(3)]
+    dtypes, real_addmm = [], torch.addmm
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "addmm", lambda *a, **k: dtypes.append(a[1].dtype) or real_addmm(*a, **k))
+        for grad in grads:
+            ours.grad = grad.clone()
+            opt.step()
+    for grad in grads:
+        reference.grad = grad.clone()
+        reference_opt.step()
+    assert set(dtypes) == {torch.float32}
+    assert not torch.equal(reference, start)
+    step = 0.02 * 0.2 * 24 ** 0.5  # one update's size (match_rms_adamw)
+    assert torch.allclose(ours, reference, atol=0.1 * step) and not torch.equal(ours, reference)
 
 
 def test_tokenizer_muon_trains_the_autoencoder_matrices_and_adam_the_rest(tmp_path):
