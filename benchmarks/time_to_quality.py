@@ -8,8 +8,9 @@ CPU-minutes, for a baseline and each lever, on the same code store.
         [--threads 1] [--device cpu|cuda]
 
 Each variant is a set of prior overrides over the prior configs. First each variant's seconds per
-training step are measured on this machine's CPU with --threads threads (the real model, batch and
-optimizer over the store's batches, the variants' steps alternating so noise hits them alike); then
+training step are measured on this machine's CPU with --threads threads (the trainer's own step:
+the real model, batch, precision and optimizers over the store's batches, the variants' steps
+alternating so noise hits them alike); then
 for each budget in --minutes the variant trains for budget / (seconds per step) steps, its whole
 learning-rate schedule fitted to them, and is evaluated over --seeds sampling seeds of
 --num-prompts validation prompts. So a lever that makes steps cheaper gets more of them, and one
@@ -34,35 +35,31 @@ import torch
 
 from lgvq.api.evaluation import evaluate_prior_run
 from lgvq.api.training import stage_config, train
-from lgvq.priors.training import PriorTask, condition_from_batch
-from lgvq.training.optim import build_adam
 from lgvq.evaluation.results import write_results
+from lgvq.priors.training import PriorTask
+from lgvq.training.trainer import Trainer
 
 
 def step_seconds(configs: list[str], variants: dict[str, list[str]], store: str, threads: int,
                  steps: int = 8) -> dict[str, float]:
-    """Median CPU seconds of one training step of each variant (forward, backward, Adam), the
+    """Median CPU seconds of one training step of each variant as the trainer takes it (forward and
+    backward under the run's precision, clipping, every optimizer: Muon's iterations included), the
     variants' steps taking turns."""
     torch.set_num_threads(threads)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in variants.items():
             cfg = stage_config("prior", configs, overrides, store=store)
-            task = PriorTask(cfg, Path(tmp) / name)
-            prior = task.build_modules()["prior"].train()
-            opt = build_adam(prior.parameters(), lr=cfg.train.lr)
-            runs[name] = (task, prior, opt, task.train_batches(0, 0, 1))
+            trainer = Trainer(PriorTask(cfg, Path(tmp) / name), cfg.train, Path(tmp) / name)
+            trainer.setup()
+            runs[name] = (trainer, trainer.task.train_batches(0, 0, 1))
         times: dict[str, list[float]] = {name: [] for name in runs}
         for i in range(steps + 2):  # two warm-up rounds
-            for name, (task, prior, opt, batches) in runs.items():
-                batch = next(batches)
-                t = time.perf_counter()
-                loss, _ = prior(batch["tokens"], condition_from_batch(batch, task.conditioning), targets=batch["tokens"])
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
+            for name, (trainer, batches) in runs.items():
+                start = time.perf_counter()
+                trainer.train_step(batches)
                 if i >= 2:
-                    times[name].append(time.perf_counter() - t)
+                    times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

@@ -167,7 +167,8 @@ class Trainer:
         check_process_group(self.accelerator.num_processes)
 
     # -- setup -------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def setup(self) -> None:
+        """Build the modules, optimizers and schedulers and prepare them (`fit` starts with it)."""
         acc, cfg = self.accelerator, self.cfg
         set_seed(cfg.seed)
         modules = self.task.build_modules()
@@ -298,7 +299,7 @@ class Trainer:
     def fit(self) -> Path:
         """Train to `max_steps` (from a checkpoint if resuming); returns the exported model folder."""
         acc, cfg = self.accelerator, self.cfg
-        self._setup()
+        self.setup()
         self._restore()
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -314,27 +315,8 @@ class Trainer:
         skipped = 0
         try:
             while self.step < cfg.max_steps:
-                ctx = StepContext(self)
-                logs: dict[str, torch.Tensor] = {}
-                for micro in range(cfg.grad_accum):
-                    batch = next(batches)
-                    skipped += batch.get("skipped", 0)
-                    while len(batch["index"]) == 0:  # every image of the batch was unreadable
-                        batch = next(batches)
-                        skipped += batch.get("skipped", 0)
-                    batch = _move_batch(batch, acc.device)
-                    sync = micro == cfg.grad_accum - 1
-                    with contextlib.ExitStack() as stack:
-                        if not sync and acc.num_processes > 1:
-                            for m in self.prepared_modules.values():
-                                stack.enter_context(acc.no_sync(m))
-                        with acc.autocast():
-                            logs = self.task.training_step(batch, self.step, ctx)
-                self._check_finite(ctx, logs)
-                logs = {k: float(v) for k, v in logs.items()} | self._optimizer_step()
-                if self.ema is not None:
-                    self.ema.step(acc.unwrap_model(self.modules[self.task.main_module]).parameters())
-                self.step += 1
+                logs, unreadable = self.train_step(batches)
+                skipped += unreadable
                 for k, v in logs.items():
                     running[k] += v
                 bar.update(1)
@@ -352,6 +334,36 @@ class Trainer:
         out = self.export()
         acc.end_training()
         return out
+
+    def train_step(self, batches: Iterator[dict]) -> tuple[dict[str, float], int]:
+        """One optimisation step as `fit` takes it (after `setup`): train.grad_accum batches from
+        `batches`, forward and backward under the run's precision, the finite-loss check, clipping,
+        every optimizer and scheduler, EMA. Returns the logged values and how many unreadable
+        images the batches skipped."""
+        acc, cfg = self.accelerator, self.cfg
+        ctx = StepContext(self)
+        logs: dict[str, torch.Tensor] = {}
+        skipped = 0
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            skipped += batch.get("skipped", 0)
+            while len(batch["index"]) == 0:  # every image of the batch was unreadable
+                batch = next(batches)
+                skipped += batch.get("skipped", 0)
+            batch = _move_batch(batch, acc.device)
+            sync = micro == cfg.grad_accum - 1
+            with contextlib.ExitStack() as stack:
+                if not sync and acc.num_processes > 1:
+                    for m in self.prepared_modules.values():
+                        stack.enter_context(acc.no_sync(m))
+                with acc.autocast():
+                    logs = self.task.training_step(batch, self.step, ctx)
+        self._check_finite(ctx, logs)
+        logs = {k: float(v) for k, v in logs.items()} | self._optimizer_step()
+        if self.ema is not None:
+            self.ema.step(acc.unwrap_model(self.modules[self.task.main_module]).parameters())
+        self.step += 1
+        return logs, skipped
 
     def _log(self, running: dict[str, float], skipped: int, bar: tqdm) -> None:
         n = self.cfg.log_every if self.step % self.cfg.log_every == 0 else (self.step % self.cfg.log_every) or 1
