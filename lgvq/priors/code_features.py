@@ -14,7 +14,8 @@ Codes that draw alike have nearby vectors, so what the prior learns about one of
 the others from the first step on. It is the same reading the downstream heads use
 (lgvq/downstream/code_reader.py).
 
-    features = CodeFeatures(code_vectors, dim=128, slots=4)   # (V, D) frozen vectors
+    features = CodeFeatures(vocab_size=1024, code_width=32, dim=128, slots=4)
+    features.set_code_vectors(tokenizer.code_vectors())   # (V, D), frozen
     features.embed(ids)          # (B, n, k) ids -> (B, n, k, dim), slot j through projection j
     features.logits(hidden)      # (..., dim) -> (..., V)
 """
