@@ -219,7 +219,7 @@ def test_matrix_muon_iterates_in_fp32_where_bf16_is_emulated(monkeypatch, nester
     ours, reference = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
     options = dict(lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw", nesterov=nesterov)
     opt, reference_opt = optim.MatrixMuon([ours], **options), torch.optim.Muon([reference], **options)
-    assert opt.ns_dtype == torch.float32
+    assert opt.iteration_dtype(ours.device) == torch.float32
     grads = [torch.randn(16, 24) for _ in range(3)]
     dtypes, real_addmm = [], torch.addmm
     with monkeypatch.context() as patch:

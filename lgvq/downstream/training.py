@@ -7,6 +7,7 @@ the stage-one model, so `lgvq caption` / `lgvq answer` can read images).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from lgvq.data.code_store import CodeStore, StoreError, store_batches
 from lgvq.downstream.captioning import CaptionHead
 from lgvq.downstream.text_vocab import TextVocab
 from lgvq.downstream.vqa import VQAHead
-from lgvq.runs import RunDir, StoreDir, model_dir
+from lgvq.runs import StoreDir, model_dir
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ class HeadTask(TrainingTask):
                              f"`lgvq encode --tokenizer RUN/model --out {store.root}`")
         self.store = CodeStore(store.split("train"))
         self.init = self.head_class.from_pretrained(model_dir(cfg.init_from)) if cfg.init_from else None
-        self._code_vectors: torch.Tensor | None = None
         self.store.copy_tokenizer_to(self.run_dir)
 
     def common_kwargs(self) -> dict:
@@ -86,16 +86,15 @@ class HeadTask(TrainingTask):
                 "code_encoder_depth": m.code_encoder_depth, "dropout": m.dropout,
                 "code_conv_layers": m.code_conv_layers, "token_shape": list(self.store.manifest.token_shape)}
 
+    @functools.cached_property
     def code_vectors(self) -> torch.Tensor:
         """(V, D) the tokenizer's code vectors, which the head reads (frozen)."""
-        if self._code_vectors is None:
-            from lgvq.tokenizers.model import VQTokenizer
+        from lgvq.tokenizers.model import run_code_vectors
 
-            self._code_vectors = VQTokenizer.from_pretrained(RunDir(self.run_dir).tokenizer).code_vectors()
-        return self._code_vectors
+        return run_code_vectors(self.run_dir)
 
     def finish_build(self, head: nn.Module) -> dict[str, nn.Module]:
-        vectors = self.code_vectors()
+        vectors = self.code_vectors
         if self.init is not None:
             self.check_compatible(self.init)
             head.load_state_dict(self.initial_state(head), strict=True)
@@ -141,7 +140,7 @@ class CaptionTask(HeadTask):
             token_ids = self.init.config.token_ids  # keep the old indices; unseen pieces map to [UNK]
         else:
             token_ids = TextVocab.from_texts(self.cfg.text_tokenizer, self.store.texts).token_ids
-        head = CaptionHead(**self.common_kwargs(), code_dim=self.code_vectors().shape[1], token_ids=token_ids,
+        head = CaptionHead(**self.common_kwargs(), code_dim=self.code_vectors.shape[1], token_ids=token_ids,
                            variant=m.variant, max_length=m.max_length)
         return self.finish_build(head)
 
@@ -197,7 +196,7 @@ class VQATask(HeadTask):
         questions = [q["question"] for qa in self.store.qa for q in qa]
         token_ids = (self.init.config.token_ids if self.init is not None
                      else TextVocab.from_texts(self.cfg.text_tokenizer, questions).token_ids)
-        head = VQAHead(**self.common_kwargs(), code_dim=self.code_vectors().shape[1], token_ids=token_ids,
+        head = VQAHead(**self.common_kwargs(), code_dim=self.code_vectors.shape[1], token_ids=token_ids,
                        answers=self.answers(), max_question_length=m.max_length, pooling=m.pooling,
                        causal=m.causal)
         return self.finish_build(head)

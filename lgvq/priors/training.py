@@ -22,7 +22,7 @@ from lgvq.data.code_store import CodeStore, StoreError, store_batches
 from lgvq.priors.args import PriorArgs, PriorData
 from lgvq.priors.config import PriorRunConfig
 from lgvq.priors.model import Condition, PriorTransformer
-from lgvq.runs import RunDir, StoreDir, model_dir
+from lgvq.runs import StoreDir, model_dir
 from lgvq.training.trainer import OptimizerSpec, StepContext, TrainingTask, muon_and_adam
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,6 @@ class PriorTask(TrainingTask):
                             else self.store.text.length if self.store.text else None)
         self.new_items = new_items(cfg, self.store, self.init, self.conditioning)
         self.store.copy_tokenizer_to(self.run_dir)
-        self._code_vectors: torch.Tensor | None = None
 
     def prior_args(self) -> PriorArgs:
         """The prior's arguments: the run's `model` architecture, and what the store decides (token
@@ -226,21 +225,20 @@ class PriorTask(TrainingTask):
                            text_encoder=t.encoder, text_pooling=t.pooling, trained_words=sorted(words))
         architecture = self.cfg.model.architecture()
         if architecture.code_features:
-            kwargs["code_width"] = self.code_vectors().shape[1]
+            kwargs["code_width"] = self.code_vectors.shape[1]
         return PriorArgs(PriorData(**kwargs), architecture)
 
+    @functools.cached_property
     def code_vectors(self) -> torch.Tensor:
         """(V, D) the store's tokenizer's code vectors (`model.code_features`)."""
-        if self._code_vectors is None:
-            from lgvq.tokenizers.model import VQTokenizer
+        from lgvq.tokenizers.model import run_code_vectors
 
-            self._code_vectors = VQTokenizer.from_pretrained(RunDir(self.run_dir).tokenizer).code_vectors()
-        return self._code_vectors
+        return run_code_vectors(self.run_dir)
 
     def build_modules(self) -> dict[str, nn.Module]:
         prior = PriorTransformer(self.prior_args())
         if prior.code_layers is not None:
-            prior.code_layers.set_code_vectors(self.code_vectors())
+            prior.code_layers.set_code_vectors(self.code_vectors)
         if self.cfg.init_from:
             initialise_from(prior, self.cfg.init_from, self.cfg.finetune.new_class_init, old=self.init_prior)
             self.init_prior = None  # its weights are copied; only its config (self.init) is kept

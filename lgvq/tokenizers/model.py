@@ -11,6 +11,7 @@ the looked-up codes themselves, not the straight-through sum, outside training.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -19,7 +20,7 @@ from torch import nn
 from lgvq.alignment import build_alignment
 from lgvq.errors import ConfigError, NotAlignedError
 from lgvq.hub import LgvqModelMixin
-from lgvq.runs import MODEL_CONFIG
+from lgvq.runs import MODEL_CONFIG, RunDir
 from lgvq.tokenizers.autoencoder import build_decoder, build_encoder, build_patch_decoder, build_patch_encoder
 from lgvq.tokenizers.config import TokenizerModelConfig
 from lgvq.tokenizers.quantizers import build_quantizer, quantized_channels
@@ -159,3 +160,8 @@ class VQTokenizer(LgvqModelMixin, ConfigMixin):
         what heads and priors with code features read, frozen."""
         self.eval()
         return self.quantizer.code_vectors().detach().cpu().float().contiguous()
+
+
+def run_code_vectors(run_dir: str | Path) -> torch.Tensor:
+    """(V, D) the code vectors of the tokenizer a prior or head run keeps beside it (RUN/tokenizer)."""
+    return VQTokenizer.from_pretrained(RunDir(Path(run_dir)).tokenizer).code_vectors()

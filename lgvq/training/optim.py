@@ -43,7 +43,8 @@ class MatrixMuon(torch.optim.Muon):
     """torch's Muon for weights of rank 2 or more, each updated as the matrix (rows, rest) it holds;
     on 2-D weights exactly torch's Muon where the device has native bf16. The momentum buffers have
     the matrices' shapes. `ns_dtype`: the Newton-Schulz iterations' dtype (None: bf16 where the
-    weights' device computes it natively, else fp32)."""
+    weights' device computes it natively, else fp32; decided where the weights are when they step,
+    since a trainer builds its optimizers before moving the modules to the GPU)."""
 
     def __init__(self, params: Iterable[torch.nn.Parameter], ns_dtype: torch.dtype | None = None, **kwargs):
         params = list(params)
@@ -53,10 +54,16 @@ class MatrixMuon(torch.optim.Muon):
         # stand-in matrix and take over its defaults
         defaults = torch.optim.Muon([torch.zeros(1, 1, requires_grad=True)], **kwargs).defaults
         torch.optim.Optimizer.__init__(self, params, defaults)
-        if ns_dtype is None:
-            native = all(native_bf16(p.device) for p in params)
-            ns_dtype = torch.bfloat16 if native else torch.float32
         self.ns_dtype = ns_dtype
+        self._device_dtypes: dict[torch.device, torch.dtype] = {}
+
+    def iteration_dtype(self, device: torch.device) -> torch.dtype:
+        """The Newton-Schulz iterations' dtype for weights on `device`."""
+        if self.ns_dtype is not None:
+            return self.ns_dtype
+        if device not in self._device_dtypes:
+            self._device_dtypes[device] = torch.bfloat16 if native_bf16(device) else torch.float32
+        return self._device_dtypes[device]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -74,7 +81,7 @@ class MatrixMuon(torch.optim.Muon):
                 buffer.lerp_(grad, 1 - momentum)
                 update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
                 update = orthogonalise(update, group["ns_coefficients"], group["ns_steps"], group["eps"],
-                                       self.ns_dtype)
+                                       self.iteration_dtype(param.device))
                 param.mul_(1 - lr * group["weight_decay"])
                 param.add_(update, alpha=-lr * shape_ratio(group["adjust_lr_fn"], param.shape))
         return loss
