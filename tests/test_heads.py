@@ -70,6 +70,40 @@ def test_vqa_head_with_conv_reader_trains_and_reloads(tiny_store, tmp_path):
     assert head.config.code_conv_layers == 2 and len(head.codes.conv) == 2
 
 
+@pytest.mark.parametrize("causal,pooling", [(True, "last"), (True, "mean"), (False, "last")])
+def test_vqa_head_reads_several_questions_as_separate_passes_would(causal, pooling):
+    torch.manual_seed(0)
+    head = VQAHead(code_vocab_size=50, code_dim=8, token_count=16, token_ids=list(range(1000, 1100)),
+                   answers=["a", "b", "c"], dim=32, depth=2, heads=2, code_conv_layers=1, token_shape=(4, 4),
+                   pooling=pooling, causal=causal).eval()
+    codes = torch.randint(0, 50, (3, 16))
+    questions = [["what colour is the circle?", "how many objects are there?"], ["is it red?"],
+                 ["what shape is it?", "where?", "is the square to the left of the circle?"]]
+    ids, mask = head.encode_question_sets(questions)
+    assert ids.shape[:2] == (3, 3) and not mask[1, 1:].any()  # padding slots
+    with torch.no_grad():
+        together = head(codes, ids, mask)
+        for i, asked in enumerate(questions):
+            for j, question in enumerate(asked):
+                alone = head(codes[i:i + 1], *head.encode_questions([question]))
+                assert torch.allclose(together[i, j], alone[0], atol=1e-5)
+    answers = head.answer(codes, questions)
+    assert [len(a) for a in answers] == [2, 1, 3]
+    assert answers[2][2] == head.answer(codes[2:], [questions[2][2]])[0]
+    targets = torch.tensor([[0, 1, -100], [2, -100, -100], [0, 0, 1]])
+    loss, _ = head(codes, ids, mask, targets)
+    real = targets != -100
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(together[real], targets[real]))
+
+
+def test_vqa_training_with_several_questions_per_image(tiny_store, tmp_path):
+    cfg = tiny_head_config(tmp_path, tiny_store, "vqa_multi")
+    assert main(["train-vqa", "--config", str(cfg), "questions_per_image=4"]) == 0
+    head = VQAHead.from_pretrained(tmp_path / "vqa_multi" / "model")
+    assert head.config.answers
+    assert main(["train-vqa", "--config", str(cfg), "questions_per_image=0"]) == 2
+
+
 def test_caption_head_learns_the_store(tiny_store, tmp_path):
     cfg = tiny_head_config(tmp_path, tiny_store, "cap_long")
     assert main(["train-captioner", "--config", str(cfg), "train.max_steps=80", "train.checkpoint_every=100",

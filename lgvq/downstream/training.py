@@ -49,6 +49,7 @@ class HeadModelConfig:
 
 @dataclass
 class HeadRunConfig:
+    limits: ClassVar[dict[str, str]] = {"questions_per_image": ">= 1"}
     name: str = "head"
     store: str = "runs/codes"
     text_tokenizer: str = "minilm"  # whose word pieces the heads read and write
@@ -56,6 +57,9 @@ class HeadRunConfig:
     # VQA fine-tuning: answers the old head does not know are added to its classifier (their rows
     # drawn around the trained ones) instead of stopping the run
     extend_answers: bool = False
+    # VQA: up to this many of an image's questions per training step, read in one sequence with the
+    # image's codes (lgvq/downstream/vqa.py): about 5x the questions of a step for 1.3x its time
+    questions_per_image: int = 1
     model: HeadModelConfig = field(default_factory=HeadModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         output_dir="runs/head", max_steps=1500, batch_size=32, lr=5e-4, betas=[0.9, 0.98], warmup_steps=100,
@@ -202,20 +206,37 @@ class VQATask(HeadTask):
         return self.finish_build(head)
 
     def make_batch(self, positions: list[int], rng: np.random.Generator) -> dict:
+        """The batch's images that have questions, with one question each drawn at random, or with
+        `questions_per_image` K > 1 up to K of each image's questions (lists per image)."""
         batch = self.store.batch(positions)
+        k = self.cfg.questions_per_image
         chosen = []
         for image in batch["index"].tolist():
             options = self.store.qa[image]
-            chosen.append(options[int(rng.integers(len(options)))] if options else None)
+            if not options:
+                chosen.append(None)
+            elif k == 1:
+                chosen.append(options[int(rng.integers(len(options)))])
+            else:
+                chosen.append([options[i] for i in rng.choice(len(options), min(k, len(options)), replace=False)])
         keep = [i for i, q in enumerate(chosen) if q is not None]
-        return {"codes": batch["tokens"][keep], "question": [chosen[i]["question"] for i in keep],
-                "answer": [chosen[i]["answer"] for i in keep], "index": batch["index"][keep]}
+        field = lambda key: [[q[key] for q in chosen[i]] if k > 1 else chosen[i][key] for i in keep]  # noqa: E731
+        return {"codes": batch["tokens"][keep], "question": field("question"), "answer": field("answer"),
+                "index": batch["index"][keep]}
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         head = ctx.unwrap("head")
         device = batch["codes"].device
-        ids, mask = head.encode_questions(batch["question"])
-        target = head.answer_targets(batch["answer"], device)
+        if self.cfg.questions_per_image > 1:  # (B, Q, T), padding slots' targets ignored
+            ids, mask = head.encode_question_sets(batch["question"])
+            target = torch.full(ids.shape[:2], -100, dtype=torch.long)
+            for i, answers in enumerate(batch["answer"]):
+                target[i, :len(answers)] = head.answer_targets(answers)
+            target = target.to(device)
+        else:
+            ids, mask = head.encode_questions(batch["question"])
+            target = head.answer_targets(batch["answer"], device)
         loss, logits = ctx.modules["head"](batch["codes"], ids.to(device), mask.to(device), target)
         ctx.backward(loss)
-        return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == target).float().mean()}
+        real = target != -100
+        return {"loss": loss.detach(), "accuracy": (logits.argmax(-1) == target)[real].float().mean()}

@@ -4,11 +4,18 @@ transformer, a classifier over the answer vocabulary from the last hidden state)
     head = VQAHead(code_vectors=..., token_count=256, tokenizer_name="minilm", token_ids=[...],
                    answers=["red", ...])
     logits = head(codes, question_ids, question_mask)        # (B, N), (B, T), (B, T) -> (B, A)
+    logits = head(codes, question_ids, question_mask)        # (B, N), (B, Q, T), (B, Q, T) -> (B, Q, A)
 
 The sequence is [code tokens; question tokens] (a segment embedding tells them apart) through a
 GPT-style causal x-transformers Decoder, as in the paper (`causal=False`: a bidirectional
 Encoder); `pooling: last` reads the hidden state of the question's last token (the paper),
 `mean` averages the question's hidden states.
+
+Several questions about one image (question ids (B, Q, T)) are read in one sequence
+[codes; q1; ...; qQ] in which each question attends to the codes and to itself only: in the causal
+decoder the codes never see a question, so each answer is the one a separate pass over
+[codes; q] gives, and the codes' work (most of the sequence) is done once for all Q. A
+bidirectional head (`causal=False`), whose codes read the question, runs each question apart.
 """
 
 from __future__ import annotations
@@ -78,30 +85,77 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
 
     def forward(self, codes: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor,
                 targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """codes (B, N) ids, question (B, T) restricted token ids + mask -> answer logits (B, A); with
-        `targets` (B,) answer indices -> (mean cross-entropy, logits)."""
+        """codes (B, N) ids, question (B, T) restricted token ids + mask -> answer logits (B, A); or
+        Q questions per image, (B, Q, T) -> (B, Q, A), a question slot with an all-False mask being
+        padding. With `targets` ((B,) / (B, Q) answer indices, -100 for padding) -> (mean
+        cross-entropy over the real questions, logits)."""
+        single = question.ndim == 2
+        if single:
+            question, question_mask = question[:, None], question_mask[:, None]
         b, n = codes.shape
-        t = question.shape[1]
-        x_codes = self.codes(codes) + self.segment[0]
-        x_words = self.word_embedding(question) + self.word_position[:t] + self.segment[1]
-        mask = torch.cat([torch.ones(b, n, dtype=torch.bool, device=codes.device), question_mask], 1)
-        hidden = self.encoder(torch.cat([x_codes, x_words], 1), mask=mask)[:, n:]  # (B, T, dim)
-        if self.config.pooling == "last":
-            last = question_mask.long().sum(1).clamp_min(1) - 1
-            pooled = hidden[torch.arange(b, device=codes.device), last]
+        q, t = question.shape[1:]
+        if q > 1 and not self.config.causal:  # the codes read the question: one pass per question
+            logits = self(codes.repeat_interleave(q, 0), question.flatten(0, 1), question_mask.flatten(0, 1))
+            logits = logits.view(b, q, -1)
         else:
-            m = question_mask[..., None].float()
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1)
-        logits = self.classifier(pooled)
-        return logits if targets is None else (F.cross_entropy(logits.float(), targets), logits)
+            logits = self.classifier(self.pooled_questions(codes, question, question_mask))  # (B, Q, A)
+        if single:
+            logits = logits[:, 0]
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=-100), logits
+
+    def pooled_questions(self, codes: torch.Tensor, question: torch.Tensor,
+                         question_mask: torch.Tensor) -> torch.Tensor:
+        """codes (B, N), questions (B, Q, T) -> each question's pooled hidden state (B, Q, dim), from
+        one pass over [codes; q1; ...; qQ]."""
+        b, n = codes.shape
+        q, t = question.shape[1:]
+        x_codes = self.codes(codes) + self.segment[0]
+        x_words = self.word_embedding(question) + self.word_position[:t] + self.segment[1]  # (B, Q, T, dim)
+        mask = torch.cat([torch.ones(b, n, dtype=torch.bool, device=codes.device), question_mask.flatten(1)], 1)
+        blocks = question_blocks(n, q, t, codes.device) if q > 1 else None  # one question: plain causal
+        hidden = self.encoder(torch.cat([x_codes, x_words.flatten(1, 2)], 1), mask=mask, attn_mask=blocks)
+        hidden = hidden[:, n:].unflatten(1, (q, t))  # (B, Q, T, dim)
+        if self.config.pooling == "last":
+            last = question_mask.long().sum(-1).clamp_min(1) - 1  # (B, Q)
+            return hidden.gather(2, last[..., None, None].expand(-1, -1, 1, hidden.shape[-1]))[:, :, 0]
+        m = question_mask[..., None].float()
+        return (hidden * m).sum(2) / m.sum(2).clamp_min(1)
 
     def answer_targets(self, answers: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
         """Answer words -> their classifier indices (B,)."""
         return torch.tensor([self.answer_index[a] for a in answers], device=device)
 
+    def encode_question_sets(self, questions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each image's questions -> ids (B, Q, T), mask (B, Q, T), Q the most any image has; an
+        image with fewer gets padding slots (all-False masks)."""
+        q = max((len(qs) for qs in questions), default=0)
+        ids, mask = self.encode_questions([x for qs in questions for x in qs])
+        out_ids = ids.new_full((len(questions), max(q, 1), ids.shape[1]), self.vocab.pad)
+        out_mask = mask.new_zeros(out_ids.shape)
+        image = torch.tensor([i for i, qs in enumerate(questions) for _ in qs], dtype=torch.long)
+        slot = torch.tensor([j for qs in questions for j in range(len(qs))], dtype=torch.long)
+        out_ids[image, slot], out_mask[image, slot] = ids, mask
+        return out_ids, out_mask
+
     @torch.no_grad()
-    def answer(self, codes: torch.Tensor, questions: list[str]) -> list[str]:
-        ids, mask = self.encode_questions(questions)
+    def answer(self, codes: torch.Tensor, questions: list[str] | list[list[str]]) -> list[str] | list[list[str]]:
+        """codes (B, N) and one question per image -> B answers; or each image's list of questions
+        -> each image's answers (read together, see the module's docstring)."""
         device = self.codes.code_vectors.device
+        if questions and not isinstance(questions[0], str):
+            ids, mask = self.encode_question_sets(questions)
+            choice = self(codes.to(device), ids.to(device), mask.to(device)).argmax(-1).tolist()
+            return [[self.config.answers[i] for i in row[:len(qs)]] for row, qs in zip(choice, questions)]
+        ids, mask = self.encode_questions(questions)
         logits = self(codes.to(device), ids.to(device), mask.to(device))
         return [self.config.answers[i] for i in logits.argmax(-1).tolist()]
+
+
+def question_blocks(num_codes: int, num_questions: int, length: int, device: torch.device) -> torch.Tensor:
+    """(L, L) attention mask, True where allowed, over [codes; q1; ...; qQ] (L = num_codes +
+    num_questions * length): the codes attend to the codes, each question to the codes and itself."""
+    segment = torch.cat([torch.zeros(num_codes, dtype=torch.long, device=device),
+                         torch.arange(1, num_questions + 1, device=device).repeat_interleave(length)])
+    return (segment[None, :] == 0) | (segment[:, None] == segment[None, :])

@@ -18,20 +18,24 @@ from lgvq.data.code_store import CodeStore
 
 
 @torch.no_grad()
-def vqa_accuracy(head, store: CodeStore, batch_size: int = 128, limit: int | None = None,
+def vqa_accuracy(head, store: CodeStore, batch_size: int = 32, limit: int | None = None,
                  device: str | torch.device = "cpu") -> dict:
+    """Accuracy over every question of the first `limit` validation items, `batch_size` images a
+    pass, each image's questions read together (VQAHead: the answers of separate passes)."""
     head = head.to(device).eval()
-    pairs = [(pos, q) for pos in range(len(store) if limit is None else min(limit, len(store)))
-             for q in store.qa[store.image_of(store.items[pos])]]
+    items = [(pos, store.qa[store.image_of(store.items[pos])])
+             for pos in range(len(store) if limit is None else min(limit, len(store)))]
+    items = [(pos, qa) for pos, qa in items if qa]
     hits: dict[str, list[bool]] = defaultdict(list)
     pairs_seen: list[tuple[str, str]] = []
-    for start in tqdm(range(0, len(pairs), batch_size), desc="VQA", leave=False):
-        chunk = pairs[start:start + batch_size]
+    for start in tqdm(range(0, len(items), batch_size), desc="VQA", leave=False):
+        chunk = items[start:start + batch_size]
         codes = store.batch([p for p, _ in chunk])["tokens"]
-        answers = head.answer(codes, [q["question"] for _, q in chunk])
-        for (_, q), a in zip(chunk, answers):
-            hits[q.get("type", "all")].append(a == q["answer"])
-        pairs_seen.extend((a, q["answer"]) for (_, q), a in zip(chunk, answers))
+        answers = head.answer(codes, [[q["question"] for q in qa] for _, qa in chunk])
+        for (_, qa), given in zip(chunk, answers):
+            for q, a in zip(qa, given):
+                hits[q.get("type", "all")].append(a == q["answer"])
+                pairs_seen.append((a, q["answer"]))
     every = [h for v in hits.values() for h in v]
     return {"accuracy": sum(every) / max(len(every), 1), "questions": len(every),
             "per_type": {k: sum(v) / len(v) for k, v in sorted(hits.items())}} | wups(pairs_seen)
