@@ -58,7 +58,7 @@ class HeadRunConfig:
     # drawn around the trained ones) instead of stopping the run
     extend_answers: bool = False
     # VQA: up to this many of an image's questions per training step, read in one sequence with the
-    # image's codes (lgvq/downstream/vqa.py): about 5x the questions of a step for 1.3x its time
+    # image's codes (lgvq/downstream/vqa.py): on shapes, 5-6 questions an image cost 1.6x a step of one
     questions_per_image: int = 1
     model: HeadModelConfig = field(default_factory=HeadModelConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
