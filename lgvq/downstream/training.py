@@ -220,9 +220,12 @@ class VQATask(HeadTask):
             else:
                 chosen.append([options[i] for i in rng.choice(len(options), min(k, len(options)), replace=False)])
         keep = [i for i, q in enumerate(chosen) if q is not None]
-        field = lambda key: [[q[key] for q in chosen[i]] if k > 1 else chosen[i][key] for i in keep]  # noqa: E731
-        return {"codes": batch["tokens"][keep], "question": field("question"), "answer": field("answer"),
-                "index": batch["index"][keep]}
+        sets = [chosen[i] if k > 1 else [chosen[i]] for i in keep]  # each kept image's questions
+        question = [[q["question"] for q in qs] for qs in sets]
+        answer = [[q["answer"] for q in qs] for qs in sets]
+        if k == 1:  # one question an image: flat lists
+            question, answer = [qs[0] for qs in question], [a[0] for a in answer]
+        return {"codes": batch["tokens"][keep], "question": question, "answer": answer, "index": batch["index"][keep]}
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         head = ctx.unwrap("head")
