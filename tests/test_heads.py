@@ -97,7 +97,15 @@ def test_vqa_head_reads_several_questions_as_separate_passes_would(causal, pooli
 
 
 def test_vqa_training_with_several_questions_per_image(tiny_store, tmp_path):
+    from lgvq.api.training import stage_config
+    from lgvq.downstream.training import VQATask
+
     cfg = tiny_head_config(tmp_path, tiny_store, "vqa_multi")
+    task = VQATask(stage_config("vqa", [cfg], ["questions_per_image=4"]), tmp_path / "task")
+    batch = task.make_batch(list(range(6)), np.random.default_rng(0))
+    for image, asked, answers in zip(batch["index"].tolist(), batch["question"], batch["answer"]):
+        known = {q["question"]: q["answer"] for q in task.store.qa[image]}
+        assert 1 <= len(asked) == len(set(asked)) <= 4 and [known[q] for q in asked] == answers
     assert main(["train-vqa", "--config", str(cfg), "questions_per_image=4"]) == 0
     head = VQAHead.from_pretrained(tmp_path / "vqa_multi" / "model")
     assert head.config.answers
@@ -214,7 +222,8 @@ def test_retrieval_and_fill_mask(aligned_tokenizer, tmp_path, capsys):
     # the CLI verbs on saved files
     aligned_tokenizer.save_pretrained(tmp_path / "tok")
     for i in range(2):
-        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        pixels = np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
     imgs = [str(tmp_path / "0.png"), str(tmp_path / "1.png")]
     assert main(["retrieve", "--model", str(tmp_path / "tok"), "--images", *imgs, "--texts", "a red circle",
                  "a blue square", "--direction", "t2i", "--top-k", "1"]) == 0
