@@ -206,39 +206,29 @@ class VQATask(HeadTask):
         return self.finish_build(head)
 
     def make_batch(self, positions: list[int], rng: np.random.Generator) -> dict:
-        """The batch's images that have questions, with one question each drawn at random, or with
-        `questions_per_image` K > 1 up to K of each image's questions (lists per image)."""
+        """The batch's images that have questions, each with its questions drawn at random: one, or
+        up to `questions_per_image` of them (lists per image)."""
         batch = self.store.batch(positions)
         k = self.cfg.questions_per_image
-        chosen = []
-        for image in batch["index"].tolist():
+        keep, chosen = [], []
+        for row, image in enumerate(batch["index"].tolist()):
             options = self.store.qa[image]
-            if not options:
-                chosen.append(None)
-            elif k == 1:
-                chosen.append(options[int(rng.integers(len(options)))])
-            else:
-                chosen.append([options[i] for i in rng.choice(len(options), min(k, len(options)), replace=False)])
-        keep = [i for i, q in enumerate(chosen) if q is not None]
-        sets = [chosen[i] if k > 1 else [chosen[i]] for i in keep]  # each kept image's questions
-        question = [[q["question"] for q in qs] for qs in sets]
-        answer = [[q["answer"] for q in qs] for qs in sets]
-        if k == 1:  # one question an image: flat lists
-            question, answer = [qs[0] for qs in question], [a[0] for a in answer]
-        return {"codes": batch["tokens"][keep], "question": question, "answer": answer, "index": batch["index"][keep]}
+            if options:
+                picks = [rng.integers(len(options))] if k == 1 else rng.choice(len(options), min(k, len(options)),
+                                                                                 replace=False)
+                keep.append(row)
+                chosen.append([options[int(i)] for i in picks])
+        return {"codes": batch["tokens"][keep], "question": [[q["question"] for q in qs] for qs in chosen],
+                "answer": [[q["answer"] for q in qs] for qs in chosen], "index": batch["index"][keep]}
 
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         head = ctx.unwrap("head")
         device = batch["codes"].device
-        if self.cfg.questions_per_image > 1:  # (B, Q, T), padding slots' targets ignored
-            ids, mask = head.encode_question_sets(batch["question"])
-            target = torch.full(ids.shape[:2], -100, dtype=torch.long)
-            for i, answers in enumerate(batch["answer"]):
-                target[i, :len(answers)] = head.answer_targets(answers)
-            target = target.to(device)
-        else:
-            ids, mask = head.encode_questions(batch["question"])
-            target = head.answer_targets(batch["answer"], device)
+        ids, mask = head.encode_question_sets(batch["question"])  # (B, Q, T); one question an image: Q = 1
+        target = torch.full(ids.shape[:2], -100, dtype=torch.long)  # padding slots are ignored
+        for i, answers in enumerate(batch["answer"]):
+            target[i, :len(answers)] = head.answer_targets(answers)
+        target = target.to(device)
         loss, logits = ctx.modules["head"](batch["codes"], ids.to(device), mask.to(device), target)
         ctx.backward(loss)
         real = target != -100
