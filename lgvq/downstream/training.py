@@ -214,6 +214,7 @@ class VQATask(HeadTask):
         for row, image in enumerate(batch["index"].tolist()):
             options = self.store.qa[image]
             if options:
+                # one question an image draws as it always has, so such runs reproduce
                 picks = [rng.integers(len(options))] if k == 1 else rng.choice(len(options), min(k, len(options)),
                                                                                  replace=False)
                 keep.append(row)

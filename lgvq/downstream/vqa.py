@@ -143,14 +143,12 @@ class VQAHead(LgvqModelMixin, ConfigMixin):
     def answer(self, codes: torch.Tensor, questions: list[str] | list[list[str]]) -> list[str] | list[list[str]]:
         """codes (B, N) and one question per image -> B answers; or each image's list of questions
         -> each image's answers (read together, see the module's docstring)."""
+        if questions and isinstance(questions[0], str):  # one question an image: a list of one each
+            return [given[0] for given in self.answer(codes, [[q] for q in questions])]
         device = self.codes.code_vectors.device
-        if questions and not isinstance(questions[0], str):
-            ids, mask = self.encode_question_sets(questions)
-            choice = self(codes.to(device), ids.to(device), mask.to(device)).argmax(-1).tolist()
-            return [[self.config.answers[i] for i in row[:len(qs)]] for row, qs in zip(choice, questions)]
-        ids, mask = self.encode_questions(questions)
-        logits = self(codes.to(device), ids.to(device), mask.to(device))
-        return [self.config.answers[i] for i in logits.argmax(-1).tolist()]
+        ids, mask = self.encode_question_sets(questions)
+        choice = self(codes.to(device), ids.to(device), mask.to(device)).argmax(-1).tolist()
+        return [[self.config.answers[i] for i in row[:len(qs)]] for row, qs in zip(choice, questions)]
 
 
 def question_blocks(num_codes: int, num_questions: int, length: int, device: torch.device) -> torch.Tensor:
