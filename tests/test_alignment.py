@@ -183,6 +183,39 @@ def test_alignment_precision_keeps_losses_and_gradients(minilm, precision):
     assert torch.equal(ga, gb) == (precision == "fp32")  # bf16 really ran in bf16
 
 
+def test_training_losses_equal_the_equations_on_the_whole_visual_tokens(minilm):
+    """The training step projects only [CLS] of Z_vt with autograd and gives the predictor Z_vt's
+    factors; losses and gradients must equal those of the pieces on the whole Z_vt."""
+    from lgvq.alignment.lgvq import random_word_mask, sample_mask_ratio
+
+    model = alignment_for(minilm).eval()  # eval: no dropout, so both paths see the same noise
+    model.cfg.precision = "fp32"
+    model.cfg.gsa_weight = model.cfg.mtp_weight = model.cfg.ras_weight = 1.0
+    captions = ["a small red circle", "a large blue square above a small red triangle"]
+    feats = TextFeatureCache(minilm)(captions)
+    maskable = feats.mask & ~torch.isin(feats.input_ids, torch.tensor(sorted(minilm.special_token_ids())))
+    emb = minilm.token_embedding_matrix()
+    quantized = torch.randn(2, 8, 2, 2, requires_grad=True)
+    torch.manual_seed(1)
+    fast = model(quantized, feats, emb, maskable)
+
+    torch.manual_seed(1)
+    z_vt = model.visual_tokens(quantized)  # (B, 1 + N, D), every token with autograd
+    gsa = gsa_loss(model.image_embedding(z_vt), feats.sentence, model.cfg.gsa_temperature)
+    masked = random_word_mask(maskable, sample_mask_ratio(model.cfg))
+    mtp = mtp_loss(model.predict_masked(z_vt, feats, masked, emb), feats.input_ids[masked], model.cfg.label_smoothing)
+    ras = ras_loss(feats.tokens, model.relation_codes(quantized, z_vt[:, 1:], feats.tokens), feats.mask)
+    reference = {"gsa": gsa, "mtp": mtp, "ras": ras, "align": gsa + mtp + ras}
+    for name, value in reference.items():
+        assert torch.allclose(fast[name], value, atol=1e-5), name
+    params = [quantized, *model.parameters()]
+    fast_grads = torch.autograd.grad(fast["align"], params, allow_unused=True)
+    reference_grads = torch.autograd.grad(reference["align"], params, allow_unused=True)
+    for a, b in zip(fast_grads, reference_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5)
+
 def test_text_cache_encodes_each_caption_once_and_persists(minilm, tmp_path):
     cache = TextFeatureCache(minilm, tmp_path / "cache")
     first = cache(["a red circle", "a blue square", "a red circle"])

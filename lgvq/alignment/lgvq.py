@@ -153,17 +153,19 @@ class LGVQAlignment(nn.Module):
         x = torch.where(masked[..., None], self.predictor.mask_embed[:L].expand_as(base), base)
         return x * text.mask[..., None]
 
-    def predict_masked(self, z_vt: torch.Tensor, text: TextFeatures, masked: torch.Tensor,
+    def predict_masked(self, z_vt: torch.Tensor | None, text: TextFeatures, masked: torch.Tensor,
                        token_embeddings: torch.Tensor, encode_ids=None,
                        visual_factors: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits (M, V) at the masked positions (row-major order of `masked`)."""
+        """Logits (M, V) at the masked positions (row-major order of `masked`). z_vt may be None
+        when `visual_factors` give it (MaskedTextPredictor.forward)."""
         x = self.masked_text_input(text, masked, token_embeddings, encode_ids)
         hidden = self.predictor(x, text.mask, z_vt, visual_factors)
         return self.predictor.logits(hidden[masked], token_embeddings)
 
-    def relation_codes(self, quantized: torch.Tensor, z_vt: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
-        """For each word (B, L, D) the projected code vector at its nearest visual token, (B, L, D)."""
-        idx = nearest_visual_tokens(words, z_vt[:, 1:])
+    def relation_codes(self, quantized: torch.Tensor, patch_tokens: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+        """For each word (B, L, D) the projected code vector at its nearest visual token, (B, L, D).
+        patch_tokens (B, N, D): Z_vt without [CLS]."""
+        idx = nearest_visual_tokens(words, patch_tokens)
         codes = rearrange(quantized, "b c h w -> b (h w) c")
         picked = torch.gather(codes, 1, idx[..., None].expand(-1, -1, codes.shape[-1]))  # (B, L, C)
         return self.code_proj(picked)  # per-token projection: pick first, project L codes, not all N
@@ -194,22 +196,27 @@ class LGVQAlignment(nn.Module):
         """`forward`'s work, inside its autocast region: the modules may run in bf16, the loss
         functions always compute in fp32 (`in_fp32`)."""
         cfg = self.cfg
-        hidden = self.visual.hidden(quantized)  # (B, 1 + N, width)
-        z_vt = self.visual.proj(hidden)
+        hidden = self.visual.hidden(quantized)  # (B, 1 + N, width): Z_vt = hidden P^T
+        # Of Z_vt only [CLS] takes a gradient (L_gsa): the predictor reads `hidden` and P through
+        # its factors, L_ras only the index of each word's nearest patch token. So the patch
+        # tokens are projected without autograd, which spares a (B N, D) x (D, width) product and
+        # its weight's twin in every backward pass.
+        cls = self.visual.proj(hidden[:, 0])  # (B, D)
         losses: dict[str, torch.Tensor] = {}
         total = quantized.new_zeros(())
         if cfg.gsa_weight > 0:
-            losses["gsa"] = gsa_loss(self.image_embedding(z_vt), text.sentence, cfg.gsa_temperature,
-                                     cfg.gsa_symmetric)
+            losses["gsa"] = gsa_loss(self.cls_proj(cls), text.sentence, cfg.gsa_temperature, cfg.gsa_symmetric)
             total = total + cfg.gsa_weight * losses["gsa"]
         if self.predictor is not None:
             masked = random_word_mask(maskable, sample_mask_ratio(cfg))
-            logits = self.predict_masked(z_vt, text, masked, token_embeddings, encode_ids,
+            logits = self.predict_masked(None, text, masked, token_embeddings, encode_ids,
                                          visual_factors=(hidden, self.visual.proj.weight))
             losses["mtp"] = mtp_loss(logits, text.input_ids[masked], cfg.label_smoothing)
             total = total + cfg.mtp_weight * losses["mtp"]
         if self.code_proj is not None:
-            codes = self.relation_codes(quantized, z_vt, text.tokens)
+            with torch.no_grad():
+                patch_tokens = self.visual.proj(hidden[:, 1:])  # (B, N, D)
+            codes = self.relation_codes(quantized, patch_tokens, text.tokens)
             losses["ras"] = ras_loss(text.tokens, codes, text.mask, cfg.ras_mean_over_padding)
             total = total + cfg.ras_weight * losses["ras"]
         losses["align"] = total

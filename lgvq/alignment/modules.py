@@ -98,11 +98,11 @@ class MaskedTextPredictor(nn.Module):
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
-    def forward(self, text: torch.Tensor, text_mask: torch.Tensor, visual: torch.Tensor,
+    def forward(self, text: torch.Tensor, text_mask: torch.Tensor, visual: torch.Tensor | None,
                 visual_factors: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """text (B, L, D) masked text input, text_mask (B, L) real tokens, visual (B, N, D) Z_vt
         -> hidden states (B, L, D). `visual_factors` = (H (B, N, w), P (D, w)) with visual = H P^T
-        gives the same result faster."""
+        gives the same result faster, and then `visual` is not read (it may be None)."""
         x, pad = text, ~text_mask
         for layer in self.decoder.layers:
             attn = layer.self_attn(x, x, x, key_padding_mask=pad, need_weights=False)[0]

@@ -68,7 +68,7 @@ def evaluate_alignment(model: VQTokenizer, dataset: ImageTextDataset, encoder: F
                     hits[f"mask{k}_{kind}_all"] += int(correct.sum())
                     hits[f"mask{k}_{kind}_content"] += int((correct & content).sum())
         if align.code_proj is not None:
-            codes = align.relation_codes(quantized, z_vt, text.tokens)
+            codes = align.relation_codes(quantized, z_vt[:, 1:], text.tokens)
             ras_sum += float(ras_loss(text.tokens, codes, text.mask)) * len(batch["caption"])
             ras_n += len(batch["caption"])
     if not captions:
