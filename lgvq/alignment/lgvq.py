@@ -201,11 +201,11 @@ class LGVQAlignment(nn.Module):
         # its factors, L_ras only the index of each word's nearest patch token. So the patch
         # tokens are projected without autograd, which spares a (B N, D) x (D, width) product and
         # its weight's twin in every backward pass.
-        cls = self.visual.proj(hidden[:, 0])  # (B, D)
         losses: dict[str, torch.Tensor] = {}
         total = quantized.new_zeros(())
         if cfg.gsa_weight > 0:
-            losses["gsa"] = gsa_loss(self.cls_proj(cls), text.sentence, cfg.gsa_temperature, cfg.gsa_symmetric)
+            image = self.image_embedding(self.visual.proj(hidden[:, :1]))  # Z_vt's [CLS] alone
+            losses["gsa"] = gsa_loss(image, text.sentence, cfg.gsa_temperature, cfg.gsa_symmetric)
             total = total + cfg.gsa_weight * losses["gsa"]
         if self.predictor is not None:
             masked = random_word_mask(maskable, sample_mask_ratio(cfg))
