@@ -216,6 +216,7 @@ def test_training_losses_equal_the_equations_on_the_whole_visual_tokens(minilm):
         if a is not None:
             assert torch.allclose(a, b, atol=1e-5)
 
+
 def test_text_cache_encodes_each_caption_once_and_persists(minilm, tmp_path):
     cache = TextFeatureCache(minilm, tmp_path / "cache")
     first = cache(["a red circle", "a blue square", "a red circle"])
