@@ -15,11 +15,10 @@ the difference), and the visual token encoder by itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import torch
 from timing import side_by_side
-
-import dataclasses
 
 from lgvq.alignment import build_alignment
 from lgvq.config import load_config
@@ -101,7 +100,8 @@ def main() -> None:
     medians = side_by_side({"plain": plain, "lgvq": aligned}, rounds=args.steps, warmup=args.warmup,
                            inputs=lambda i: (next(batches),))
     p_med, l_med = medians["plain"], medians["lgvq"]
-    print(f"config {args.config} + {args.overlay} {' '.join(args.overrides)}, batch {cfg.train.batch_size}, threads {torch.get_num_threads()}")
+    print(f"config {args.config} + {args.overlay} {' '.join(args.overrides)}, batch {cfg.train.batch_size}, "
+          f"threads {torch.get_num_threads()}")
     print(f"plain VQ-GAN step  {1000 * p_med:8.1f} ms (median of {args.steps})")
     print(f"LG-VQ step         {1000 * l_med:8.1f} ms")
     print(f"ratio LG-VQ / plain: {l_med / p_med:.2f}  (target <= 1.25)")
