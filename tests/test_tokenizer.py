@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from lgvq.errors import ConfigError
 from lgvq.hub import WrongModelKindError
 from lgvq.tokenizers.config import TokenizerLossConfig
 from lgvq.tokenizers.discriminator import PatchDiscriminator
@@ -136,6 +137,18 @@ def test_adaptive_weight_matches_gradient_ratio():
 def test_hinge_loss():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
     assert torch.allclose(hinge_d_loss(real, fake), torch.tensor(0.5 * (0.25 + 0.5)))
+
+
+def test_reconstruction_loss_is_l1_or_the_squared_error_and_names_a_wrong_choice():
+    images, recon = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5)
+    recon[0, 0, 0, 0] = 2.0  # one pixel far off: L1 counts it linearly, the squared error quadratically
+    l1 = VQGANLoss(TokenizerLossConfig(rec_loss="l1", disc_weight=0)).reconstruction(images, recon)
+    mse = VQGANLoss(TokenizerLossConfig(rec_loss="mse", disc_weight=0)).reconstruction(images, recon)
+    assert l1["rec"].item() == pytest.approx((11 * 0.5 + 2.0) / 12)
+    assert mse["rec"].item() == pytest.approx((11 * 0.25 + 4.0) / 12)
+    assert mse["nll"] is mse["rec"]  # without LPIPS the generator's reconstruction term is the loss itself
+    with pytest.raises(ConfigError, match="loss.rec_loss must be l1 or mse, not 'l2'"):
+        VQGANLoss(TokenizerLossConfig(rec_loss="l2"))
 
 
 def test_generator_loss_switches_gan_on_at_disc_start_without_grads_into_discriminator():
