@@ -55,7 +55,7 @@ def alignment_parts(cfg: TokenizerRunConfig, text: AlignmentText, batches, round
     """Median seconds of the alignment modules' forward and backward on one batch's codes, whole
     and with each loss left out; `visual encoder` is Z_vt's encoder alone (backward from a mean)."""
     torch.manual_seed(0)
-    tok = VQTokenizer.from_model_config(cfg.model, cfg.data.image_size, text.alignment_spec())
+    tok = VQTokenizer.from_model_config(cfg.model, cfg.data.image_size)  # only to encode one batch
     with torch.no_grad():
         quantized = tok.quantizer.embed(tok.encode(next(batches)["image"]))  # (B, C, h, w)
     spec = text.alignment_spec()
