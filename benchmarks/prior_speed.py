@@ -151,7 +151,7 @@ def group_ratios(pcfg: PriorRunConfig, seq_len: int, vocab: int, cond: Condition
 
     def step(g):
         def run():
-            priors[g](tokens, bcond, targets=tokens)[0].backward()
+            priors[g](tokens, bcond, targets=tokens).backward()
             opts[g].step()
             opts[g].zero_grad()
         return run

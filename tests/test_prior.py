@@ -242,6 +242,28 @@ def test_a_grouped_prior_predicts_each_code_from_earlier_positions_and_earlier_c
     assert moved[[1, 6, 7]].all() and not moved[0]
 
 
+@pytest.mark.parametrize("options", [{}, dict(group_size=2, token_shape=(2, 6), code_features=True, code_width=6)])
+def test_the_training_loss_is_the_cross_entropy_of_the_raster_order_logits(options):
+    """A grouped prior scores its blocks in the decoder's order: the same terms, the same mean."""
+    prior, cond = make_prior("class", **options), make_condition("class")
+    tokens = torch.randint(0, V, (3, N), generator=torch.Generator().manual_seed(0))
+    keep = torch.zeros(3, dtype=torch.bool)
+    with torch.no_grad():
+        logits = prior(tokens, cond, drop=keep)
+        loss = prior(tokens, cond, drop=keep, targets=tokens)
+    assert logits.shape == (3, N, V)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens.flatten()))
+
+
+def test_code_vector_scores_are_the_projected_hidden_state_against_every_code_vector():
+    prior = make_prior("none", code_features=True, code_width=6)
+    hidden = torch.randn(5, 32)
+    features = prior.code_layers
+    with torch.no_grad():
+        scores = features.output(hidden) @ features.norm(features.code_vectors).t()  # (5, V)
+        assert torch.allclose(prior.output_logits(hidden), prior.net.to_logits(hidden) + scores, atol=1e-6)
+
+
 def test_grouped_completion_keeps_whole_rows_of_blocks_and_says_when_they_are_not():
     from lgvq.errors import PromptError
     prior, cond = make_prior("none", group_size=2, token_shape=(2, 6)), make_condition("none")

@@ -17,7 +17,7 @@ the others from the first step on. It is the same reading the downstream heads u
     features = CodeFeatures(vocab_size=1024, code_width=32, dim=128, slots=4)
     features.set_code_vectors(tokenizer.code_vectors())   # (V, D), frozen
     features.embed(ids)          # (B, n, k) ids -> (B, n, k, dim), slot j through projection j
-    features.logits(hidden)      # (..., dim) -> (..., V)
+    features.output_rows(dtype)  # (V, dim): scores of hidden states, added to the output layer's rows
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class CodeFeatures(nn.Module):
         x = self.vectors(self.inputs.dtype)[ids]
         return torch.einsum("...kc,kcd->...kd", x, self.inputs[slots])
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., dim) -> (..., V): the projected hidden state against every code vector."""
-        return self.output(hidden) @ self.vectors(hidden.dtype).t()
+    def output_rows(self, dtype: torch.dtype) -> torch.Tensor:
+        """(V, dim): row v scores a hidden state h as code v's vector against h projected,
+        C_v . (O h) = (C O)_v . h, so the prior adds these rows to its output layer's."""
+        return self.vectors(dtype) @ self.output.weight.to(dtype)

@@ -276,9 +276,13 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
 
     def output_logits(self, features: torch.Tensor) -> torch.Tensor:
         """The decoder's output embeddings, or CodeGroupHead features, (..., dim) -> logits (..., V):
-        the decoder's output layer, plus the code-vector scores with code_features."""
-        logits = self.net.to_logits(features)
-        return logits if self.code_layers is None else logits + self.code_layers.logits(features)
+        the decoder's output layer, plus the code-vector scores with code_features. Those are
+        folded into the layer's rows, h W^T + (h O^T) C^T = h (W + C O)^T: one product over the
+        V codes instead of two and a sum of logits."""
+        weight = self.net.to_logits.weight  # (V, dim)
+        if self.code_layers is not None:
+            weight = weight + self.code_layers.output_rows(weight.dtype)
+        return F.linear(features, weight)
 
     def group_features(self, hidden: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Sampling a group: the decoder's output (B, dim) and the group's codes so far (B, j) ->
@@ -292,8 +296,8 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
     def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None,
                 targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: (B, N) ids -> logits (B, N, V), position i predicting tokens[:, i].
-        With `targets` (the same ids: the training case) -> (loss, logits): the mean next-token
-        cross-entropy, with condition dropout in training unless `drop` says which rows to drop."""
+        With `targets` (the same ids: the training case) -> the mean next-token cross-entropy
+        alone, with condition dropout in training unless `drop` says which rows to drop."""
         if targets is not None and drop is None:
             drop = self.drop_mask(tokens.shape[0])
         prefix, mask = self.prefix(cond, drop)
@@ -307,12 +311,16 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
             if self.code_layers is not None:  # (B, n, k - 1, dim): codes 0..k-2 as the later slots see them
                 k = self.config.group_size ** 2
                 context = self.code_layers.embed(groups[..., :-1], slice(k, 2 * k - 1)).to(hidden.dtype)
-            logits = self.from_positions(self.output_logits(self.group_head(hidden, groups, context)))
-        return logits if targets is None else (next_token_loss(logits, targets), logits)
+            logits = self.output_logits(self.group_head(hidden, groups, context))  # (B, n, g^2, V)
+            if targets is not None:  # the mean over the same terms in the decoder's order, sparing
+                # the logits' copy into raster order and back
+                return next_token_loss(logits.flatten(1, 2), self.to_positions(targets).flatten(1, 2))
+            logits = self.from_positions(logits)
+        return logits if targets is None else next_token_loss(logits, targets)
 
     def loss(self, tokens: torch.Tensor, cond: Condition) -> torch.Tensor:
         """Mean next-token cross-entropy over image tokens, with condition dropout in training."""
-        return self(tokens, cond, targets=tokens)[0]
+        return self(tokens, cond, targets=tokens)
 
 
 def check_groups(group_size: int, token_shape: tuple, tokens_per_position: int, seq_len: int) -> None:

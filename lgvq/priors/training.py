@@ -279,7 +279,7 @@ class PriorTask(TrainingTask):
     def training_step(self, batch: dict, step: int, ctx: StepContext) -> dict[str, torch.Tensor]:
         tokens = batch["tokens"]
         # through the (possibly DDP-wrapped) module, so that gradients are synchronised
-        loss, _ = ctx.modules["prior"](tokens, condition_from_batch(batch, self.conditioning), targets=tokens)
+        loss = ctx.modules["prior"](tokens, condition_from_batch(batch, self.conditioning), targets=tokens)
         ctx.backward(loss)
         if step < self.cfg.finetune.freeze_backbone_steps:  # warm phase: only the condition learns
             for name, p in ctx.unwrap("prior").named_parameters():
