@@ -80,14 +80,15 @@ def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_the
     cfg = load_config(TokenizerRunConfig, [REPO / "configs" / name for name in (
         "tokenizer/vqgan_shapes.yaml", "presets/quick/tokenizer.yaml", "lgvq/shapes.yaml")])
     assert cfg.data.image_size == 48 and cfg.alignment == "lgvq" and cfg.model.decoder_type == "patch"
-    # the quick prior trades size for steps (docs/results.md, "A smaller prior at equal time"); the
-    # full preset's keeps its width and prompt layers
+    # the quick prior trades size for steps (docs/results.md, "A smaller prior at equal time") and
+    # samples cooler; the full preset's keeps its width, prompt layers and temperature
     from lgvq.priors.config import PriorRunConfig
     t2i = REPO / "configs" / "prior" / "shapes_t2i.yaml"
     prior = load_config(PriorRunConfig, [t2i, REPO / "configs" / "presets" / "quick" / "prior.yaml"])
     full_prior = load_config(PriorRunConfig, [t2i])
     assert (prior.model.dim, prior.model.depth, prior.model.text_layers) == (64, 2, 0)
     assert (full_prior.model.dim, full_prior.model.text_layers) == (192, 2)
+    assert (prior.sample.temperature, full_prior.sample.temperature) == (0.7, 1.0)
 
 
 def test_the_gpu_preset_overlays_the_tokenizer_and_prior_and_needs_a_gpu(tmp_path):
