@@ -5,7 +5,7 @@ CPU-minutes, for a baseline and each lever, on the same code store.
         --variant baseline= --variant qk="model.qk_norm=true train.lr=2e-3" \
         --variant rerank4="sample.best_of=4" [--minutes 2,4,8] [--seeds 0,1,2] [--num-prompts 200] \
         [--prior-config configs/prior/shapes_t2i.yaml --prior-config configs/presets/quick/prior.yaml] \
-        [--threads 1] [--device cpu|cuda]
+        [--threads 1] [--device cpu|cuda] [--time-only] [--timing-steps 8]
 
 Each variant is a set of prior overrides over the prior configs. First each variant's seconds per
 training step are measured on this machine's CPU with --threads threads (the trainer's own step:
@@ -18,6 +18,7 @@ that costs time at sampling (sample.best_of) is charged for it in the evaluation
 beside. Training itself may run on --device cuda to get the curve sooner: the x axis stays the
 measured CPU time. Writes OUT/time_to_quality.json (kept across runs: a variant and budget already
 evaluated with the same overrides is skipped), OUT/time_to_quality.md and OUT/time_to_quality.png.
+--time-only prints the seconds per step and each variant's speed against the first, and stops.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-prompts", type=int, default=200)
     p.add_argument("--threads", type=int, default=1, help="CPU threads the step time is measured with")
     p.add_argument("--device", default="cpu", help="where the priors train and sample (the time axis is CPU time)")
+    p.add_argument("--time-only", action="store_true", help="measure the seconds per step, print them and stop")
+    p.add_argument("--timing-steps", type=int, default=8, help="timed steps of each variant, taking turns")
     args = p.parse_args(argv)
     configs = args.prior_config or ["configs/prior/shapes_t2i.yaml"]
     if args.device == "cpu":  # accelerate would take a visible GPU for training otherwise
@@ -143,8 +146,12 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     record = out / "time_to_quality.json"
     rows = json.loads(record.read_text())["runs"] if record.is_file() else []
-    seconds = step_seconds(configs, variants, args.store, args.threads)
+    seconds = step_seconds(configs, variants, args.store, args.threads, args.timing_steps)
     print("CPU seconds per training step: " + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items()), flush=True)
+    if args.time_only:
+        first = next(iter(seconds.values()))
+        print("speed against the first: " + ", ".join(f"{k} {first / v:.2f}x" for k, v in seconds.items()))
+        return
     for minutes in [float(m) for m in args.minutes.split(",")]:
         for name, overrides in variants.items():
             if any(r["variant"] == name and r["cpu_minutes"] == minutes and r["overrides"] == overrides for r in rows):

@@ -72,6 +72,7 @@ def test_cached_and_uncached_decoding_agree_with_a_prompt_encoder_or_grid_positi
 
 STATIC_CASES = {"unconditional": ("none", {}, 0), "class": ("class", {}, 0), "text": ("text", {}, 0),
                 "QK-norm, prompt encoder": ("text", dict(qk_norm=True, text_layers=1), 0),
+                "narrow heads": ("text", dict(dim_head=8, text_layers=1), 0),
                 "word-piece rows": ("text", dict(prompt_word_rows=7), 0),
                 "2 tokens a cell": ("text", dict(grid_positions=True, token_shape=(2, 3), tokens_per_position=2), 0),
                 "grouped": ("text", dict(group_size=2, token_shape=(2, 6), grid_positions=True), 0),
@@ -330,7 +331,7 @@ def test_condition_dropout_only_in_training():
 
 @pytest.mark.parametrize("options", [{}, dict(text_layers=2, grid_positions=True, token_shape=(3, 4)),
                                      dict(group_size=2, token_shape=(2, 6)), dict(qk_norm=True, text_layers=1),
-                                     dict(prompt_word_rows=7)])
+                                     dict(prompt_word_rows=7), dict(dim_head=8, text_layers=1)])
 def test_save_and_load_round_trip(tmp_path, options):
     prior, cond = make_prior("text", **options), make_condition("text")
     prior.save_pretrained(tmp_path / "prior")
@@ -374,6 +375,23 @@ def test_prior_args_hold_the_architecture_and_the_stores_facts_and_save_flat(tmp
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), prior.state_dict().values()))
     with pytest.raises(ConfigError, match="unknown prior argument"):
         prior_args(vocab_size=V, seq_len=N, widht=32)
+
+
+def test_the_attention_is_heads_times_dim_head_wide_and_a_prior_saved_without_it_loads_at_64(tmp_path):
+    """`dim_head` sets every attention layer's inner width (decoder and prompt layers); a prior saved
+    before the option existed has x-transformers' 64 and loads as it was."""
+    narrow = make_prior("text", dim_head=8, text_layers=1)
+    attentions = [m for m in narrow.modules() if type(m).__name__ == "Attention"]
+    assert len(attentions) == 3 and all(a.to_q.out_features == 4 * 8 for a in attentions)
+    prior = make_prior("text")
+    assert prior.net.attn_layers.layers[0][1].to_q.out_features == 4 * 64
+    prior.save_pretrained(tmp_path / "m")
+    config = tmp_path / "m" / "config.json"
+    config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "dim_head"}))
+    again = PriorTransformer.from_pretrained(tmp_path / "m").eval()
+    assert again.args.architecture.dim_head == 64
+    cond = make_condition("text")
+    assert torch.equal(generate(prior, cond, temperature=0), generate(again, cond, temperature=0))
 
 
 def test_named_sizes_set_width_depth_and_heads_and_refuse_a_clash():

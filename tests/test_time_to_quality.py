@@ -31,3 +31,18 @@ def test_variants_get_steps_for_their_own_step_time_and_are_kept_across_runs(tmp
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0
     assert json.loads((out / "time_to_quality.json").read_text())["runs"] == runs  # nothing retrained
+
+
+@pytest.mark.slow
+def test_time_only_prints_each_variants_step_time_and_speed_and_trains_nothing(tmp_path, tiny_store):
+    config = tiny_prior_config(tmp_path, tiny_store)
+    out = tmp_path / "ttq"
+    command = [sys.executable, str(REPO / "benchmarks" / "time_to_quality.py"), "--store", str(tiny_store),
+               "--out", str(out), "--prior-config", str(config), "--variant", "baseline=",
+               "--variant", "wide=model.dim=64", "--time-only", "--timing-steps", "3"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    speeds = done.stdout.split("speed against the first: ")[1].split(", ")
+    assert speeds[0] == "baseline 1.00x" and speeds[1].startswith("wide ")
+    assert float(speeds[1].split()[1].rstrip("x")) < 1  # the wider prior's step is slower than the first's
+    assert not (out / "time_to_quality.json").exists()

@@ -22,12 +22,16 @@ class PriorArchitecture:
     """The GPT (x-transformers Decoder) and how it reads its condition."""
 
     limits: ClassVar[dict[str, str]] = {
-        "dim": ">= 1", "depth": ">= 1", "heads": ">= 1", "ff_mult": ">= 1", "dropout": "[0, 1)",
+        "dim": ">= 1", "depth": ">= 1", "heads": ">= 1", "dim_head": ">= 1", "ff_mult": ">= 1", "dropout": "[0, 1)",
         "cond_dropout": "[0, 1]", "text_layers": ">= 0", "group_size": ">= 1", "prompt_word_rows": ">= 0"}
 
     dim: int = 256
     depth: int = 4
     heads: int = 4
+    # width of each attention head (x-transformers' default 64, whatever `dim`): the attention is
+    # heads x dim_head wide inside, 4x a 64-wide prior's own at 4 heads. dim // heads makes steps
+    # cheaper, but the quick prior then bound two objects less often at equal time (docs/results.md)
+    dim_head: int = 64
     ff_mult: int = 4
     dropout: float = 0.0
     cond_dropout: float = 0.1  # probability of the null condition while training (for guidance)

@@ -104,8 +104,9 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         self.net = TransformerWrapper(
             num_tokens=data.vocab_size, max_seq_len=self.num_positions + self.prefix_length, use_abs_pos_emb=False,
             emb_dropout=dropout,
-            attn_layers=Decoder(dim=dim, depth=arch.depth, heads=heads, rotary_pos_emb=True, attn_flash=True,
-                                ff_mult=ff_mult, attn_dropout=dropout, ff_dropout=dropout, **qk))
+            attn_layers=Decoder(dim=dim, depth=arch.depth, heads=heads, attn_dim_head=arch.dim_head,
+                                rotary_pos_emb=True, attn_flash=True, ff_mult=ff_mult, attn_dropout=dropout,
+                                ff_dropout=dropout, **qk))
         self.start = nn.Parameter(torch.randn(1, 1, dim) * 0.02)  # start-of-image embedding
         if arch.group_size > 1:  # g x g codes per position (lgvq/priors/groups.py)
             k = arch.group_size ** 2
@@ -136,9 +137,9 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
                 nn.init.zeros_(self.word_embedding.weight)
             self.prompt_encoder = None
             if arch.text_layers > 0:
-                self.prompt_encoder = Encoder(dim=dim, depth=arch.text_layers, heads=heads, ff_mult=ff_mult,
-                                              rotary_pos_emb=True, attn_flash=True, attn_dropout=dropout,
-                                              ff_dropout=dropout, **qk)
+                self.prompt_encoder = Encoder(dim=dim, depth=arch.text_layers, heads=heads,
+                                              attn_dim_head=arch.dim_head, ff_mult=ff_mult, rotary_pos_emb=True,
+                                              attn_flash=True, attn_dropout=dropout, ff_dropout=dropout, **qk)
 
     @classmethod
     def extract_init_dict(cls, config_dict, **kwargs):

@@ -79,9 +79,9 @@ def initialise_from(prior: PriorTransformer, source: str | Path, new_class_init:
     `old`: the prior at `source`, when the caller has loaded it already."""
     if old is None:
         old = PriorTransformer.from_pretrained(model_dir(source))
-    for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "text_width", "text_length",
-                "text_layers", "grid_positions", "group_size", "qk_norm", "prompt_word_rows", "code_features",
-                "code_width"):
+    for key in ("conditioning", "vocab_size", "seq_len", "dim", "depth", "heads", "dim_head", "text_width",
+                "text_length", "text_layers", "grid_positions", "group_size", "qk_norm", "prompt_word_rows",
+                "code_features", "code_width"):
         if old.config[key] != prior.config[key]:
             raise ConfigError(f"cannot fine-tune from {source}: its {key} is {old.config[key]!r}, this run's is "
                               f"{prior.config[key]!r} (same tokenizer and model size needed)")
