@@ -295,7 +295,7 @@ class PriorTransformer(LgvqModelMixin, ConfigMixin):
         return self.group_head.step(hidden, codes, context)
 
     def forward(self, tokens: torch.Tensor, cond: Condition, drop: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                targets: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing: (B, N) ids -> logits (B, N, V), position i predicting tokens[:, i].
         With `targets` (the same ids: the training case) -> the mean next-token cross-entropy
         alone, with condition dropout in training unless `drop` says which rows to drop."""
