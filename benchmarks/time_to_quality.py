@@ -142,16 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cpu":  # accelerate would take a visible GPU for training otherwise
         os.environ["ACCELERATE_USE_CPU"] = "1"
     variants = parse_variants(args.variant)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    record = out / "time_to_quality.json"
-    rows = json.loads(record.read_text())["runs"] if record.is_file() else []
     seconds = step_seconds(configs, variants, args.store, args.threads, args.timing_steps)
     print("CPU seconds per training step: " + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items()), flush=True)
     if args.time_only:
         first = next(iter(seconds.values()))
         print("speed against the first: " + ", ".join(f"{k} {first / v:.2f}x" for k, v in seconds.items()))
         return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "time_to_quality.json"
+    rows = json.loads(record.read_text())["runs"] if record.is_file() else []
     for minutes in [float(m) for m in args.minutes.split(",")]:
         for name, overrides in variants.items():
             if any(r["variant"] == name and r["cpu_minutes"] == minutes and r["overrides"] == overrides for r in rows):
