@@ -26,6 +26,7 @@ from lgvq.errors import InputFileError, PromptError
 from lgvq.images import load_image
 from lgvq.priors.config import PriorRunConfig, SampleConfig
 from lgvq.priors.model import Condition, PriorTransformer
+from lgvq.priors.rerank import CaptionReranker
 from lgvq.priors.sampling import generate
 from lgvq.runs import RunDir, model_dir
 from lgvq.tokenizers.model import VQTokenizer
@@ -48,6 +49,7 @@ class PriorPipeline:
             raise PromptError(f"the tokenizer ({tokenizer.token_shape}, {tokenizer.vocab_size} codes) does not "
                               f"match the prior ({(h, w)}, {prior.config.vocab_size} codes)")
         self._text_encoder = None
+        self._rerankers: dict = {}
 
     @classmethod
     def from_pretrained(cls, run_dir: str | Path, device: str | torch.device | None = None):
@@ -64,9 +66,10 @@ class PriorPipeline:
 
     # -- shared machinery ----------------------------------------------------------------------
     def _generate(self, cond: Condition, seed: int | None, prompt_tokens: torch.Tensor | None = None,
-                  progress: tqdm | bool = True, **overrides) -> list[Image.Image]:
+                  progress: tqdm | bool = True, texts: list[str] | None = None, **overrides) -> list[Image.Image]:
         """Images for each row of `cond`, `batch_size` rows at a time. `progress`: a bar of tokens
-        of its own (True), none (False), or the caller's bar to update (e.g. one over many calls)."""
+        of its own (True), none (False), or the caller's bar to update (e.g. one over many calls).
+        `texts`: each row's prompt, for re-ranking by a captioner (`rerank_with`)."""
         args = self.defaults | {k: v for k, v in overrides.items() if v is not None}
         batch_size = int(args.pop("batch_size"))
         if batch_size < 1:
@@ -76,6 +79,7 @@ class PriorPipeline:
         best_of = int(args.get("best_of", 1))
         if best_of < 1:
             raise PromptError(f"best_of must be >= 1, not {best_of}")
+        rerank = self._reranker(args.get("rerank_with"), texts) if best_of > 1 else None
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         n = cond.size()
         kept = prompt_tokens.shape[1] if prompt_tokens is not None else 0
@@ -86,7 +90,7 @@ class PriorPipeline:
         for start in range(0, n, batch_size):
             part = _slice_condition(cond, start, min(n, start + batch_size)).to(self.device)
             prompt = prompt_tokens[start:start + batch_size] if prompt_tokens is not None else None
-            if best_of > 1:  # draw best_of samples per row, keep the one the prior rates most conditional
+            if best_of > 1:  # draw best_of samples per row, keep the best-scoring one
                 part = part.repeat(best_of)
                 prompt = prompt.repeat_interleave(best_of, 0) if prompt is not None else None
             sampled = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
@@ -95,7 +99,10 @@ class PriorPipeline:
                                static_cache=bool(args.get("static_cache", True)),
                                compile_step=bool(args.get("compile_step")))
             if best_of > 1:
-                tokens, scores = sampled
+                tokens, scores = sampled  # scores: the prior's own, unless a captioner re-ranks
+                if rerank is not None:
+                    rows = [t for t in texts[start:start + batch_size] for _ in range(best_of)]
+                    scores = rerank(tokens, rows, self.prior.config)
                 best = scores.view(-1, best_of).argmax(1)  # (rows,)
                 tokens = tokens.view(-1, best_of, tokens.shape[1])[torch.arange(len(best)), best]
             else:
@@ -104,6 +111,17 @@ class PriorPipeline:
         if bar is not progress:
             bar.close()
         return images
+
+    def _reranker(self, run: str | None, texts: list[str] | None):
+        """The captioner that ranks samples (loaded once per run folder), or None for the prior's own score."""
+        if not run:
+            return None
+        if texts is None:
+            raise PromptError("re-ranking by a captioner (rerank_with) needs each image's prompt: use it when "
+                              "sampling a text prior from prompts, not with completion or other priors")
+        if run not in self._rerankers:
+            self._rerankers[run] = CaptionReranker.from_run(run)
+        return self._rerankers[run]
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> list[Image.Image]:
@@ -168,13 +186,14 @@ class TextToImagePipeline(PriorPipeline):
     def __call__(self, prompt: str | list[str], num_images: int = 1, seed: int | None = None,
                  **sampling) -> list[Image.Image]:
         """`num_images` per prompt, in prompt order. Sampling options: temperature, top_k, top_p,
-        cfg_scale, batch_size (defaults from the run's config)."""
+        cfg_scale, batch_size, best_of and rerank_with (a captioner run ranking the best_of samples;
+        defaults from the run's config)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise PromptError("no prompts given")
         _check_count(num_images)
-        cond = self.text_condition([p for p in prompts for _ in range(num_images)])
-        return self._generate(cond, seed, **sampling)
+        rows = [p for p in prompts for _ in range(num_images)]
+        return self._generate(self.text_condition(rows), seed, texts=rows, **sampling)
 
 
 class ClassConditionalPipeline(PriorPipeline):

@@ -165,10 +165,11 @@ def build_report(run: str | Path) -> Path:
     tok_eval = _read(p.tokenizer.eval_file("tokenizer"))
     align_eval = _read(p.tokenizer.eval_file("alignment"))
     prior_eval = _read(p.prior.eval_file("prior"))
+    reranked_eval = _read(p.prior.eval_file("reranked"))
     timings = _read(p.timings) or {}
     peak_memory = _read(p.peak_memory) or {}
     report = {"run": _read(p.description), "commands": _read(p.commands) or {}, "tokenizer": tok_eval, "alignment": align_eval, "prior": prior_eval,
-              "captioning": _read(p.captioner.eval_file("head")),
+              "prior_reranked": reranked_eval, "captioning": _read(p.captioner.eval_file("head")),
               "vqa": _read(p.vqa.eval_file("head")), "timings_s": timings, "wall_s": _read(p.wall_time) or [],
               "peak_memory_mb": peak_memory}
     figures = {
@@ -268,6 +269,12 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
         lines += [f"| prior | faithfulness, one object ({which}; {counts}) | {_fmt(p.faithful('one_object'), '.1%')} |",
                   f"| prior | faithfulness, two objects ({which}) | {_fmt(p.faithful('two_objects'), '.1%')} |",
                   f"| prior | FID | {_fmt(p.fid_value, '.2f')} |"]
+    if report.get("prior_reranked"):
+        r = PriorEvaluation.from_json(report["prior_reranked"])
+        n = (r.sampling or {}).get("best_of", "?")
+        lines.append(f"| prior | faithfulness, one / two objects, each image the best of {n} samples by the "
+                     f"captioner's likelihood of the prompt (mean of seeds {', '.join(map(str, r.sampling_seeds))}) | "
+                     f"{_fmt(r.faithful('one_object'), '.1%')} / {_fmt(r.faithful('two_objects'), '.1%')} |")
     if c:
         scores = " / ".join(_fmt(s) for s in (c.bleu_4, c.cider_d, c.meteor, c.rouge_l))
         lines.append(f"| captioning | BLEU-4 / CIDEr-D / METEOR / ROUGE-L | {scores} |")

@@ -84,6 +84,7 @@ def headline_metrics(report: dict) -> dict:
     a = AlignmentEvaluation.from_json(report.get("alignment") or {})
     c = CaptioningEvaluation.from_json(report.get("captioning") or {})
     q = VQAEvaluation.from_json(report.get("vqa") or {})
+    reranked = PriorEvaluation.from_json(report.get("prior_reranked") or {})
     return {
         "psnr": t.psnr, "ssim": t.ssim, "codebook_usage": t.codebook_usage,
         "perplexity": t.perplexity, "tokens_per_image": t.tokens_per_image,
@@ -96,6 +97,9 @@ def headline_metrics(report: dict) -> dict:
         "faithful_one": p.faithful("one_object"), "faithful_two": p.faithful("two_objects"),
         "faithful_per_seed": {seed: {"one": r.get("one_object"), "two": r.get("two_objects")}
                               for seed, r in (p.faithfulness_per_seed or {}).items()},
+        # each image the best of several samples by the captioner (the quick preset's second evaluation)
+        "faithful_one_reranked": reranked.faithful("one_object"),
+        "faithful_two_reranked": reranked.faithful("two_objects"),
         "cider_d": c.cider_d, "bleu_4": c.bleu_4,
         "vqa": q.accuracy, "vqa_per_type": q.per_type,
     }

@@ -75,9 +75,11 @@ class RunDir:
         """eval/NAME.json: an evaluation's results."""
         return self.eval_dir / f"{name}.json"
 
-    def eval_samples(self, seed: int | None = None) -> Path:
-        """Generated images of an evaluation: eval/samples (the first seed) or eval/samples_seedN."""
-        return self.eval_dir / ("samples" if seed is None else f"samples_seed{seed}")
+    def eval_samples(self, seed: int | None = None, name: str | None = None) -> Path:
+        """Generated images of an evaluation: eval/samples (the first seed) or eval/samples_seedN;
+        those of a named evaluation other than the run's own in eval/NAME/."""
+        folder = self.eval_dir / name if name else self.eval_dir
+        return folder / ("samples" if seed is None else f"samples_seed{seed}")
 
 
 def model_dir(path: str | Path) -> Path:

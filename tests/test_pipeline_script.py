@@ -59,8 +59,13 @@ def stage_commands(*args) -> dict[str, str]:
 
 def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_they_are(tmp_path):
     quick, full = stage_commands("--out", str(tmp_path / "q")), stage_commands("--preset", "full")
-    assert list(quick) == list(full) == ["tokenizer", "encode", "evaluate-tokenizer", "evaluate-alignment", "prior",
-                                         "evaluate-prior", "captioner", "evaluate-captioner", "vqa", "evaluate-vqa"]
+    assert list(full) == ["tokenizer", "encode", "evaluate-tokenizer", "evaluate-alignment", "prior",
+                          "evaluate-prior", "captioner", "evaluate-captioner", "vqa", "evaluate-vqa"]
+    # the quick preset evaluates its prior a second time, each image the best of 4 by the
+    # captioner, once the captioner is trained (the last step, after both lanes)
+    assert list(quick) == list(full) + ["evaluate-prior-reranked"]
+    assert quick["evaluate-prior-reranked"].endswith(
+        f"--best-of 4 --rerank-with {tmp_path / 'q' / 'captioner'} --name reranked --no-fid")
     for stage, overlay in (("tokenizer", "tokenizer"), ("prior", "prior"), ("captioner", "captioner"),
                            ("vqa", "vqa")):
         assert f"--config configs/presets/quick/{overlay}.yaml" in quick[stage]
@@ -152,7 +157,7 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     done = sorted(p.stem for p in (out / ".stages").glob("*.done"))
     # the heads' lane ran beside the prior's and finished; the prior's stages did not
     assert done == ["captioner", "encode", "evaluate-alignment", "evaluate-captioner", "evaluate-tokenizer",
-                    "evaluate-vqa", "tokenizer", "vqa"]
+                    "evaluate-vqa", "tokenizer", "vqa"]  # and not the re-ranked evaluation, which needs the prior
     assert (out / "logs" / "vqa.log").is_file() and "bogus_key" in (out / "logs" / "prior.log").read_text()
     stamp = (out / "tokenizer" / "model" / "config.json").stat().st_mtime_ns
 
@@ -182,6 +187,10 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert result["preset"] == "quick" and result["tokenizer"] == "vqgan_lg" and result["training_seed"] == 0
     assert result["metrics"]["psnr"] == report["tokenizer"]["psnr"]
     assert result["metrics"]["faithful_two"] == report["prior"]["faithfulness"]["two_objects"]
+    reranked = report["prior_reranked"]  # the second evaluation: its own images and numbers
+    assert reranked["sampling"]["best_of"] == 4 and (out / "prior" / "eval" / "reranked" / "samples").is_dir()
+    assert result["metrics"]["faithful_one_reranked"] == reranked["faithfulness"]["one_object"]
+    assert "each image the best of 4 samples by the captioner's likelihood of the prompt" in md
     assert set(result["metrics"]["faithful_per_seed"]) == {"0", "1", "2"}
     assert result["metrics"]["cider_d"] == report["captioning"]["CIDEr-D"]
     assert "colour" in result["metrics"]["vqa_per_type"]

@@ -96,11 +96,13 @@ def evaluate_alignment_run(model: str | Path, *, data: str | None = None, overri
 def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, seeds: Sequence[int] = (0,),
                        num_prompts: int = 200, limit: int | None = None, fid: bool = True,
                        inception_path: str | None = None, device: str | None = None,
-                       out: str | Path | None = None, **sampling) -> PriorEvaluation:
+                       out: str | Path | None = None, name: str = "prior", **sampling) -> PriorEvaluation:
     """Validation NLL on the store; where the store's data has a scorer and the prior reads text,
     prompt faithfulness for each sampling seed and their mean (the first seed's images in
     RUN/eval/samples, the others in samples_seedN); FID of the first seed's images against the
-    data's validation images. `sampling`: cfg_scale, temperature, top_k, top_p, batch_size."""
+    data's validation images. `sampling`: cfg_scale, temperature, top_k, top_p, batch_size,
+    best_of, rerank_with. `name`: RUN/eval/NAME.json, and images in RUN/eval/NAME/ unless "prior"
+    (an evaluation at other sampling settings beside the run's own)."""
     run = RunDir.of(prior)
     pipe = load_pipeline(run.root, device=resolve_device(device))
     cfg = load_config(PriorRunConfig, run.config) if run.config.is_file() else None
@@ -118,7 +120,7 @@ def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, se
     if pipe.prior.config.conditioning == "text" and scorer is not None:
         prompts, per_seed = scorer.prompts(num_prompts), {}
         for k, seed in enumerate(seeds):
-            samples = run.eval_samples(None if k == 0 else seed)
+            samples = run.eval_samples(None if k == 0 else seed, None if name == "prior" else name)
             scored = evaluate_faithfulness(pipe, scorer, prompts, seed=seed, out_dir=samples, **given)
             (samples / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scored["records"]))
             per_seed[str(seed)] = scored["faithfulness"]
@@ -128,7 +130,7 @@ def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, se
         results["faithfulness"] = mean_faithfulness(list(per_seed.values()))
         if len(seeds) > 1:
             results["seeds"], results["faithfulness_per_seed"] = list(seeds), per_seed
-    return _finish(results, run.model, out, "prior", PriorEvaluation)
+    return _finish(results, run.model, out, name, PriorEvaluation)
 
 
 def evaluate_head_run(model: str | Path, *, store: str | Path | None = None, beams: int = 3, limit: int | None = None,

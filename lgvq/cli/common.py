@@ -73,13 +73,16 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--best-of", type=number(int, ">= 1"),
                    help="samples drawn per image, keeping the one the prior rates most conditional "
                         "(re-ranking; 1 = none; default: the run's)")
+    p.add_argument("--rerank-with", metavar="CAPTIONER",
+                   help="a captioner run trained on the prior's code store: keep the sample whose codes make the "
+                        "prompt most likely under it instead (with --best-of; text priors)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
     return {"cfg_scale": args.cfg, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "batch_size": args.batch_size, "best_of": args.best_of}
+            "batch_size": args.batch_size, "best_of": args.best_of, "rerank_with": args.rerank_with}
 
 
 def print_trained(stage: str, model: Path | None) -> int:

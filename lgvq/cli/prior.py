@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from lgvq.cli.common import (
@@ -76,11 +77,18 @@ def _seeds(args: argparse.Namespace) -> list[int]:
     return seeds
 
 
+def evaluation_name(text: str) -> str:
+    """--name: a plain file name (letters, digits, _ and -)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits, _ and - (it names RUN/eval/NAME.json)")
+    return text
+
+
 def cmd_evaluate_prior(args: argparse.Namespace) -> int:
     results = api().evaluate_prior_run(args.prior, store=args.store, seeds=_seeds(args),
                                        num_prompts=args.num_prompts, limit=args.limit, fid=not args.no_fid,
                                        inception_path=args.inception_path, device=args.device, out=args.out,
-                                       **sampling_options(args))
+                                       name=args.name, **sampling_options(args))
     return print_results(results, prior_table)
 
 
@@ -145,5 +153,8 @@ def add_parsers(sub) -> None:
     v.add_argument("--limit", type=number(int, ">= 1"), help="validation items for the NLL (default: all)")
     v.add_argument("--inception-path", help="folder or file of clean-fid's inception-2015-12-05.pt")
     v.add_argument("--no-fid", action="store_true", help="skip FID")
-    v.add_argument("--out", help="JSON file (default: RUN/eval/prior.json)")
+    v.add_argument("--name", default="prior", type=evaluation_name,
+                   help="the evaluation's name: RUN/eval/NAME.json, and its images in RUN/eval/NAME/ unless prior "
+                        "(e.g. reranked, for other sampling settings beside the run's own)")
+    v.add_argument("--out", help="JSON file (default: RUN/eval/NAME.json)")
     v.set_defaults(func=cmd_evaluate_prior)

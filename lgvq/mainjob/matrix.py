@@ -49,6 +49,9 @@ class DatasetRecipe:
     captioner: tuple[str, ...]
     vqa: tuple[str, ...]
     tokenizer_overrides: tuple[str, ...] = ()  # before the user's own
+    # > 0: the prior is evaluated a second time, each image the best of this many samples by the
+    # captioner's likelihood of the prompt (lgvq/priors/rerank.py), after both heads are trained
+    reranked_best_of: int = 0
 
 
 def default_preset(dataset: str) -> str:
@@ -79,7 +82,8 @@ def shapes_recipe(preset: str) -> DatasetRecipe:
         encode_args=("--text-max-length", "24"),
         prior=layered("configs/prior/shapes_t2i.yaml", "prior"),
         captioner=layered("configs/heads/shapes_captioner.yaml", "captioner"),
-        vqa=layered("configs/heads/shapes_vqa.yaml", "vqa"))
+        vqa=layered("configs/heads/shapes_vqa.yaml", "vqa"),
+        reranked_best_of=4 if preset == "quick" else 0)
 
 
 def paper_recipe(dataset: str, data_dir: str) -> DatasetRecipe:

@@ -2,7 +2,8 @@
 side by side. Building it runs nothing and writes nothing (`--dry-run` prints it).
 
     [vocab] -> tokenizer -> [encode | evaluate-tokenizer, evaluate-alignment]
-            -> [prior, evaluate-prior | captioner, evaluate-captioner, vqa, evaluate-vqa] -> report
+            -> [prior, evaluate-prior | captioner, evaluate-captioner, vqa, evaluate-vqa]
+            -> [evaluate-prior-reranked (the quick preset)] -> report
 
 A step of the plan is one or two lanes; the lanes of a step run side by side, each a list of
 stages one after another. `--stop-after tokenizer` ends with the tokenizer's evaluations,
@@ -107,6 +108,8 @@ def plan_pipeline(options: PipelineOptions) -> Plan:
             steps += [((stage,),) for stage in prior]
         else:
             steps.append((prior, build.heads()))
+            if build.r.reranked_best_of and build.r.captioner:
+                steps.append(((build.reranked_evaluation(),),))
     return Plan(options, tuple(tuple(lane for lane in step if lane) for step in steps))
 
 
@@ -159,6 +162,14 @@ class StageBuilder:
         return (self.trained("prior", "train-prior", self.r.prior, self.store, f"train.output_dir={root}", *extra),
                 Stage("evaluate-prior", ("lgvq", "evaluate-prior", "--prior", str(root), "--num-prompts",
                                          str(o.num_prompts), "--seeds", o.sample_seeds)))
+
+    def reranked_evaluation(self) -> Stage:
+        """The prior's faithfulness again, each image the best of N samples by the captioner."""
+        o = self.options
+        return Stage("evaluate-prior-reranked", (
+            "lgvq", "evaluate-prior", "--prior", str(self.run.prior.root), "--num-prompts", str(o.num_prompts),
+            "--seeds", o.sample_seeds, "--best-of", str(self.r.reranked_best_of),
+            "--rerank-with", str(self.run.captioner.root), "--name", "reranked", "--no-fid"))
 
     def heads(self) -> tuple[Stage, ...]:
         """Each head the dataset has, trained then evaluated, one after another."""

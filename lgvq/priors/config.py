@@ -48,6 +48,9 @@ class SampleConfig:
     # samples drawn per image asked for, keeping the one with the highest conditional minus null
     # log-likelihood under the prior (re-ranking; lgvq/priors/sampling.py); 1: no re-ranking
     best_of: int = 1
+    # a captioner run (trained on the same code store) whose likelihood of the prompt ranks those
+    # samples instead of the prior's own score (text priors; lgvq/priors/rerank.py)
+    rerank_with: str | None = None
     # decode over preallocated keys and values (lgvq/priors/static_cache.py; false: x-transformers'
     # growing cache): the same tokens; compile_step on CUDA compiles the step as a CUDA graph
     static_cache: bool = True
