@@ -94,6 +94,10 @@ def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_the
     assert (prior.model.dim, prior.model.depth, prior.model.text_layers) == (64, 2, 0)
     assert (full_prior.model.dim, full_prior.model.text_layers) == (192, 2)
     assert (prior.sample.temperature, full_prior.sample.temperature) == (0.7, 1.0)
+    from lgvq.downstream.training import HeadRunConfig
+    captioner = load_config(HeadRunConfig, [REPO / "configs" / "heads" / "shapes_captioner.yaml",
+                                            REPO / "configs" / "presets" / "quick" / "captioner.yaml"])
+    assert captioner.model.code_conv_layers == 2  # reads shapes as the VQA head does
 
 
 def test_the_gpu_preset_overlays_the_tokenizer_and_prior_and_needs_a_gpu(tmp_path):
