@@ -11,7 +11,7 @@ import torch
 from lgvq.api.heads import load_head
 from lgvq.cli import main
 from lgvq.downstream.captioning import CaptionHead
-from lgvq.errors import ConfigError, PromptError
+from lgvq.errors import ConfigError, PromptError, WrongModelKindError
 from lgvq.pipelines import TextToImagePipeline, load_pipeline
 from lgvq.priors.rerank import CaptionReranker
 from lgvq.priors.sampling import generate
@@ -54,6 +54,8 @@ def test_a_captioner_of_other_codes_or_a_prompt_free_request_is_refused(runs):
     other = CaptionHead(code_vocab_size=vocab, token_count=seq_len * 4, dim=32, depth=1, heads=2)
     with pytest.raises(ConfigError, match="captioner trained on the prior's tokenizer"):
         CaptionReranker(other)(torch.zeros(2, seq_len, dtype=torch.long), ["a red circle"] * 2, pipe.prior.config)
+    with pytest.raises(WrongModelKindError, match="not a captioning head"):  # a prior's folder given as the judge
+        pipe("a small red circle", best_of=2, rerank_with=str(prior))
     image = pipe("a small red circle", seed=0)[0]
     with pytest.raises(PromptError, match="needs each image's prompt"):  # completion is given a condition
         pipe.complete(image, keep_top=0.5, condition=pipe.text_condition(["a small red circle"]), best_of=2,

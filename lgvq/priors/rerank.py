@@ -17,19 +17,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lgvq.downstream.captioning import CaptionHead
 from lgvq.errors import ConfigError
+from lgvq.runs import model_dir
 
 
 class CaptionReranker:
-    def __init__(self, head):
+    def __init__(self, head: CaptionHead):
         self.head = head.eval()
 
     @classmethod
     def from_run(cls, run: str | Path) -> CaptionReranker:
-        from lgvq.api.heads import load_head
-        from lgvq.downstream.captioning import CaptionHead
-
-        return cls(load_head(run, CaptionHead)[0])
+        """A captioner run folder (RUN or RUN/model)."""
+        return cls(CaptionHead.from_pretrained(model_dir(run)))
 
     @torch.no_grad()
     def __call__(self, codes: torch.Tensor, prompts: list[str], config) -> torch.Tensor:
