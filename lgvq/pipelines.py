@@ -102,7 +102,7 @@ class PriorPipeline:
                 tokens, scores = sampled  # scores: the prior's own, unless a captioner re-ranks
                 if rerank is not None:
                     rows = [t for t in texts[start:start + batch_size] for _ in range(best_of)]
-                    scores = rerank(tokens, rows, self.prior.config)
+                    scores = rerank(tokens, rows)
                 best = scores.view(-1, best_of).argmax(1)  # (rows,)
                 tokens = tokens.view(-1, best_of, tokens.shape[1])[torch.arange(len(best)), best]
             else:
@@ -120,7 +120,9 @@ class PriorPipeline:
             raise PromptError("re-ranking by a captioner (rerank_with) needs each image's prompt: use it when "
                               "sampling a text prior from prompts, not with completion or other priors")
         if run not in self._rerankers:
-            self._rerankers[run] = CaptionReranker.from_run(run)
+            reranker = CaptionReranker.from_run(run)
+            reranker.check(self.prior.config.seq_len, self.prior.config.vocab_size)
+            self._rerankers[run] = reranker
         return self._rerankers[run]
 
     @torch.no_grad()

@@ -271,9 +271,10 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
                   f"| prior | FID | {_fmt(p.fid_value, '.2f')} |"]
     if report.get("prior_reranked"):
         r = PriorEvaluation.from_json(report["prior_reranked"])
-        n = (r.sampling or {}).get("best_of", "?")
-        lines.append(f"| prior | faithfulness, one / two objects, each image the best of {n} samples by the "
-                     f"captioner's likelihood of the prompt (mean of seeds {', '.join(map(str, r.sampling_seeds))}) | "
+        n, judge = (r.sampling or {}).get("best_of", "?"), (r.sampling or {}).get("rerank_with")
+        by = "the captioner's likelihood of the prompt" if judge else "the prior's own score"
+        lines.append(f"| prior | faithfulness, one / two objects, each image the best of {n} samples by {by} "
+                     f"(mean of seeds {', '.join(map(str, r.sampling_seeds))}) | "
                      f"{_fmt(r.faithful('one_object'), '.1%')} / {_fmt(r.faithful('two_objects'), '.1%')} |")
     if c:
         scores = " / ".join(_fmt(s) for s in (c.bleu_4, c.cider_d, c.meteor, c.rouge_l))

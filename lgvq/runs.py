@@ -9,7 +9,7 @@ inside of a store split to lgvq.data.code_store).
       checkpoints/     step-NNNNNNN/ (resumable)       PIPELINE (`scripts/run_pipeline.sh --out`)
       logs/            TensorBoard                       tokenizer/ prior/ captioner/ vqa/   RUNs
       samples/         preview grids                     codes/                              a STORE
-      eval/            NAME.json, samples*/              vocab/ text_cache/ logs/ plots/ .stages/
+      eval/            NAME.json, samples*/, NAME/       vocab/ text_cache/ logs/ plots/ .stages/
                                                          pipeline.json commands.json timings.json
                                                          peak_memory.json wall.json report.md
                                                          report.json result.json
@@ -17,8 +17,11 @@ inside of a store split to lgvq.data.code_store).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from lgvq.errors import UsageError
 
 MODEL_CONFIG = "config.json"  # what marks a saved model folder (save_pretrained)
 
@@ -73,13 +76,20 @@ class RunDir:
 
     def eval_file(self, name: str) -> Path:
         """eval/NAME.json: an evaluation's results."""
-        return self.eval_dir / f"{name}.json"
+        return self.eval_dir / f"{check_evaluation_name(name)}.json"
 
     def eval_samples(self, seed: int | None = None, name: str | None = None) -> Path:
         """Generated images of an evaluation: eval/samples (the first seed) or eval/samples_seedN;
         those of a named evaluation other than the run's own in eval/NAME/."""
-        folder = self.eval_dir / name if name else self.eval_dir
+        folder = self.eval_dir / check_evaluation_name(name) if name else self.eval_dir
         return folder / ("samples" if seed is None else f"samples_seed{seed}")
+
+
+def check_evaluation_name(name: str) -> str:
+    """An evaluation's name is a plain file name (it names eval/NAME.json and eval/NAME/)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise UsageError(f"evaluation name {name!r}: use letters, digits, _ and - (it names RUN/eval/NAME.json)")
+    return name
 
 
 def model_dir(path: str | Path) -> Path:

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from lgvq.api import evaluate_prior_run
 from lgvq.api.heads import load_head
 from lgvq.cli import main
 from lgvq.downstream.captioning import CaptionHead
-from lgvq.errors import ConfigError, PromptError, WrongModelKindError
+from lgvq.errors import ConfigError, PromptError, UsageError, WrongModelKindError
 from lgvq.pipelines import TextToImagePipeline, load_pipeline
-from lgvq.priors.rerank import CaptionReranker
 from lgvq.priors.sampling import generate
 from tests.conftest import tiny_head_config, tiny_prior_config
 
@@ -47,13 +47,18 @@ def test_the_captioner_keeps_the_sample_that_makes_the_prompt_most_likely(runs):
                for a, b in zip(plain, pipe(prompts, seed=5, rerank_with=str(cap))))
 
 
-def test_a_captioner_of_other_codes_or_a_prompt_free_request_is_refused(runs):
+def test_a_captioner_of_other_codes_or_a_prompt_free_request_is_refused(runs, tmp_path, monkeypatch):
     prior, cap = runs
     pipe = load_pipeline(prior, device="cpu")
     seq_len, vocab = pipe.prior.config.seq_len, pipe.prior.config.vocab_size
-    other = CaptionHead(code_vocab_size=vocab, token_count=seq_len * 4, dim=32, depth=1, heads=2)
+    CaptionHead(code_vocab_size=vocab, token_count=seq_len * 4, dim=32, depth=1, heads=2).save_pretrained(
+        tmp_path / "other")
+    drawn = []
+    monkeypatch.setattr("lgvq.pipelines.generate", lambda *a, **k: drawn.append(1))
     with pytest.raises(ConfigError, match="captioner trained on the prior's tokenizer"):
-        CaptionReranker(other)(torch.zeros(2, seq_len, dtype=torch.long), ["a red circle"] * 2, pipe.prior.config)
+        pipe("a small red circle", best_of=2, rerank_with=str(tmp_path / "other"))
+    assert not drawn  # refused before a single token is drawn
+    monkeypatch.undo()
     with pytest.raises(WrongModelKindError, match="not a captioning head"):  # a prior's folder given as the judge
         pipe("a small red circle", best_of=2, rerank_with=str(prior))
     image = pipe("a small red circle", seed=0)[0]
@@ -75,3 +80,5 @@ def test_evaluate_prior_writes_a_reranked_evaluation_beside_the_runs_own(runs, c
     with pytest.raises(SystemExit):
         main([*args, "--name", "../elsewhere"])
     assert "letters, digits, _ and -" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="letters, digits, _ and -"):  # from Python too
+        evaluate_prior_run(prior, name="../elsewhere", fid=False)

@@ -39,7 +39,7 @@ from lgvq.records import (
     TokenizerEvaluation,
     VQAEvaluation,
 )
-from lgvq.runs import MODEL_CONFIG, RunDir, StoreDir, model_dir
+from lgvq.runs import MODEL_CONFIG, RunDir, StoreDir, check_evaluation_name, model_dir
 from lgvq.text.encoder import FrozenTextEncoder
 from lgvq.tokenizers.model import VQTokenizer
 
@@ -103,6 +103,7 @@ def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, se
     data's validation images. `sampling`: cfg_scale, temperature, top_k, top_p, batch_size,
     best_of, rerank_with. `name`: RUN/eval/NAME.json, and images in RUN/eval/NAME/ unless "prior"
     (an evaluation at other sampling settings beside the run's own)."""
+    check_evaluation_name(name)  # before any work: it names the files written last
     run = RunDir.of(prior)
     pipe = load_pipeline(run.root, device=resolve_device(device))
     cfg = load_config(PriorRunConfig, run.config) if run.config.is_file() else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from lgvq.cli.common import (
@@ -18,6 +17,7 @@ from lgvq.cli.common import (
 )
 from lgvq.errors import UsageError
 from lgvq.evaluation.tables import prior_table
+from lgvq.runs import check_evaluation_name
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -78,10 +78,11 @@ def _seeds(args: argparse.Namespace) -> list[int]:
 
 
 def evaluation_name(text: str) -> str:
-    """--name: a plain file name (letters, digits, _ and -)."""
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", text):
-        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits, _ and - (it names RUN/eval/NAME.json)")
-    return text
+    """--name, refused by argparse with lgvq.runs' reason."""
+    try:
+        return check_evaluation_name(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_evaluate_prior(args: argparse.Namespace) -> int:
