@@ -76,9 +76,9 @@ class PriorPipeline:
             raise PromptError(f"batch_size must be >= 1, not {batch_size}")
         top_k = int(args["top_k"]) or None
         top_p = args["top_p"] if args["top_p"] < 1 else None
-        best_of = int(args.get("best_of", 1))
-        if best_of < 1:
-            raise PromptError(f"best_of must be >= 1, not {best_of}")
+        best_of, best_of_hard = int(args.get("best_of", 1)), int(args.get("best_of_hard") or 0)
+        hard_share = float(args.get("hard_share", 0.5))
+        _check_best_of(best_of, best_of_hard, hard_share)
         rerank = self._reranker(args.get("rerank_with"), texts) if best_of > 1 else None
         generator = torch.Generator(self.device).manual_seed(seed) if seed is not None else None
         n = cond.size()
@@ -86,31 +86,59 @@ class PriorPipeline:
         bar = progress if isinstance(progress, tqdm) else tqdm(
             total=n * best_of * (self.prior.config.seq_len - kept), desc="sampling", unit="tok", unit_scale=True,
             disable=not progress, leave=False)
+        drawing = {"temperature": args["temperature"], "top_k": top_k, "top_p": top_p, "cfg_scale": args["cfg_scale"],
+                   "generator": generator, "on_token": bar.update, "static_cache": bool(args.get("static_cache", True)),
+                   "compile_step": bool(args.get("compile_step"))}
+
+        def grow_bar(more_samples: int) -> None:  # best_of_hard's draws, beyond the bar's best_of per image
+            bar.total += more_samples * (self.prior.config.seq_len - kept)
+
         images = []
         for start in range(0, n, batch_size):
             part = _slice_condition(cond, start, min(n, start + batch_size)).to(self.device)
             prompt = prompt_tokens[start:start + batch_size] if prompt_tokens is not None else None
-            if best_of > 1:  # draw best_of samples per row, keep the best-scoring one
-                part = part.repeat(best_of)
-                prompt = prompt.repeat_interleave(best_of, 0) if prompt is not None else None
-            sampled = generate(self.prior, part, temperature=args["temperature"], top_k=top_k, top_p=top_p,
-                               cfg_scale=args["cfg_scale"], generator=generator, prompt_tokens=prompt,
-                               on_token=bar.update, return_scores=best_of > 1,
-                               static_cache=bool(args.get("static_cache", True)),
-                               compile_step=bool(args.get("compile_step")))
-            if best_of > 1:
-                tokens, scores = sampled  # scores: the prior's own, unless a captioner re-ranks
-                if rerank is not None:
-                    rows = [t for t in texts[start:start + batch_size] for _ in range(best_of)]
-                    scores = rerank(tokens, rows)
-                best = scores.view(-1, best_of).argmax(1)  # (rows,)
-                tokens = tokens.view(-1, best_of, tokens.shape[1])[torch.arange(len(best)), best]
+            rows = texts[start:start + batch_size] if texts is not None else None
+            if best_of == 1:
+                tokens = generate(self.prior, part, prompt_tokens=prompt, **drawing)
             else:
-                tokens = sampled
+                tokens = self._best_of(part, prompt, rows, (best_of, best_of_hard, hard_share), rerank, drawing,
+                                       grow_bar)
             images += self.decode(tokens)
         if bar is not progress:
             bar.close()
         return images
+
+    def _best_of(self, part: Condition, prompt: torch.Tensor | None, texts: list[str] | None,
+                 counts: tuple[int, int, float], rerank, drawing: dict, grow_bar) -> torch.Tensor:
+        """For each row of `part`, best_of samples drawn and the best-scoring kept; with best_of_hard,
+        the hard_share of rows whose best scores lowest get best_of_hard - best_of more draws, and
+        keep the best of all -> ids (rows, seq_len)."""
+        best_of, best_of_hard, hard_share = counts
+        tokens, scores = self._draw(part, prompt, texts, best_of, rerank, drawing)
+        pick = scores.argmax(1)  # (rows,)
+        tokens, best = tokens[torch.arange(len(pick)), pick], scores.gather(1, pick[:, None])[:, 0]
+        hard = _least_sure(best, hard_share) if best_of_hard > best_of else best[:0].long()
+        if len(hard):
+            extra = best_of_hard - best_of
+            grow_bar(len(hard) * extra)
+            more, more_scores = self._draw(_select_condition(part, hard), prompt[hard] if prompt is not None else None,
+                                           [texts[i] for i in hard] if texts is not None else None, extra, rerank,
+                                           drawing)
+            pick = more_scores.argmax(1)
+            better = more_scores.gather(1, pick[:, None])[:, 0] > best[hard]  # a tie keeps the first draw's
+            tokens[hard[better]] = more[torch.arange(len(pick)), pick][better]
+        return tokens
+
+    def _draw(self, part: Condition, prompt: torch.Tensor | None, texts: list[str] | None, k: int, rerank,
+              drawing: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """k samples for each row of `part` -> their ids (rows, k, seq_len) and scores (rows, k): the
+        prior's own conditional minus null log-likelihood, or the captioner's log p(prompt | codes)."""
+        rows = part.size()
+        prompt = prompt.repeat_interleave(k, 0) if prompt is not None else None
+        tokens, scores = generate(self.prior, part.repeat(k), prompt_tokens=prompt, return_scores=True, **drawing)
+        if rerank is not None:
+            scores = rerank(tokens, [t for t in texts for _ in range(k)])
+        return tokens.view(rows, k, -1), scores.view(rows, k)
 
     def _reranker(self, run: str | None, texts: list[str] | None):
         """The captioner that ranks samples (loaded once per run folder), or None for the prior's own score."""
@@ -188,8 +216,8 @@ class TextToImagePipeline(PriorPipeline):
     def __call__(self, prompt: str | list[str], num_images: int = 1, seed: int | None = None,
                  **sampling) -> list[Image.Image]:
         """`num_images` per prompt, in prompt order. Sampling options: temperature, top_k, top_p,
-        cfg_scale, batch_size, best_of and rerank_with (a captioner run ranking the best_of samples;
-        defaults from the run's config)."""
+        cfg_scale, batch_size, best_of, best_of_hard, hard_share and rerank_with (a captioner run
+        ranking the samples; defaults from the run's config)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise PromptError("no prompts given")
@@ -245,6 +273,27 @@ def _check_count(num_images: int) -> None:
 
 def _slice_condition(cond: Condition, a: int, b: int) -> Condition:
     return cond.map(lambda t: t[a:b], batch_size=b - a)
+
+
+def _select_condition(cond: Condition, rows: torch.Tensor) -> Condition:
+    return cond.map(lambda t: t[rows.to(t.device)], batch_size=len(rows))
+
+
+def _least_sure(best: torch.Tensor, share: float) -> torch.Tensor:
+    """The rows (ascending) whose best score is among the lowest `share` of the batch's: the images
+    the judge is least sure of, which `best_of_hard` draws more samples for."""
+    k = round(share * len(best))
+    return torch.topk(best, k, largest=False).indices.sort().values
+
+
+def _check_best_of(best_of: int, best_of_hard: int, hard_share: float) -> None:
+    if best_of < 1:
+        raise PromptError(f"best_of must be >= 1, not {best_of}")
+    if best_of_hard and (best_of == 1 or best_of_hard <= best_of):
+        raise PromptError(f"best_of_hard ({best_of_hard}) is the samples drawn for the least certain images in "
+                          f"all: set best_of above 1 and best_of_hard above best_of ({best_of}), or 0 to turn it off")
+    if not 0 <= hard_share <= 1:
+        raise PromptError(f"hard_share is a share of the images, in [0, 1], not {hard_share}")
 
 
 def _sample_defaults(run: RunDir) -> dict:

@@ -62,10 +62,12 @@ def test_the_quick_preset_is_the_default_and_full_runs_the_shapes_configs_as_the
     assert list(full) == ["tokenizer", "encode", "evaluate-tokenizer", "evaluate-alignment", "prior",
                           "evaluate-prior", "captioner", "evaluate-captioner", "vqa", "evaluate-vqa"]
     # the quick preset evaluates its prior a second time, each image the best of 4 by the
-    # captioner, once the captioner is trained (the last step, after both lanes)
+    # captioner (of 16 for the half it is least sure of), once the captioner is trained (the last
+    # step, after both lanes)
     assert list(quick) == list(full) + ["evaluate-prior-reranked"]
     assert quick["evaluate-prior-reranked"].endswith(
-        f"--best-of 4 --rerank-with {tmp_path / 'q' / 'captioner'} --name reranked --no-fid")
+        f"--best-of 4 --best-of-hard 16 --hard-share 0.5 --rerank-with {tmp_path / 'q' / 'captioner'} "
+        "--name reranked --no-fid")
     for stage, overlay in (("tokenizer", "tokenizer"), ("prior", "prior"), ("captioner", "captioner"),
                            ("vqa", "vqa")):
         assert f"--config configs/presets/quick/{overlay}.yaml" in quick[stage]
@@ -194,7 +196,9 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     reranked = report["prior_reranked"]  # the second evaluation: its own images and numbers
     assert reranked["sampling"]["best_of"] == 4 and (out / "prior" / "eval" / "reranked" / "samples").is_dir()
     assert result["metrics"]["faithful_one_reranked"] == reranked["faithfulness"]["one_object"]
-    assert "each image the best of 4 samples by the captioner's likelihood of the prompt" in md
+    assert reranked["sampling"]["best_of_hard"] == 16 and reranked["sampling"]["hard_share"] == 0.5
+    assert ("each image the best of 4 samples (16 for the 50% whose best it rates lowest) by the captioner's "
+            "likelihood of the prompt") in md
     assert set(result["metrics"]["faithful_per_seed"]) == {"0", "1", "2"}
     assert result["metrics"]["cider_d"] == report["captioning"]["CIDEr-D"]
     assert "colour" in result["metrics"]["vqa_per_type"]

@@ -14,6 +14,7 @@ from lgvq.cli import main
 from lgvq.downstream.captioning import CaptionHead
 from lgvq.errors import ConfigError, PromptError, UsageError, WrongModelKindError
 from lgvq.pipelines import TextToImagePipeline, load_pipeline
+from lgvq.priors.rerank import CaptionReranker
 from lgvq.priors.sampling import generate
 from tests.conftest import tiny_head_config, tiny_prior_config
 
@@ -47,6 +48,34 @@ def test_the_captioner_keeps_the_sample_that_makes_the_prompt_most_likely(runs):
                for a, b in zip(plain, pipe(prompts, seed=5, rerank_with=str(cap))))
 
 
+def test_best_of_hard_draws_more_for_the_images_the_captioner_is_least_sure_of(runs, monkeypatch):
+    """best_of_hard=6, hard_share=0.5: the half of the images whose best of 2 the captioner rates
+    lowest get 4 more samples and keep the best of all 6; the other half keep their best of 2."""
+    prior, cap = runs
+    pipe = TextToImagePipeline.from_pretrained(prior, device="cpu")
+    prompts = ["a small red circle", "a large blue square", "a small green triangle above a large red circle",
+               "a large white square to the left of a small blue circle"]
+    drawn, kept = [], []  # rows each draw samples; the ids each call keeps (what it decodes)
+    monkeypatch.setattr("lgvq.pipelines.generate", lambda prior_, cond, **kw: drawn.append(cond.size())
+                        or generate(prior_, cond, **kw))
+    decode = pipe.decode
+    monkeypatch.setattr(pipe, "decode", lambda tokens: kept.append(tokens.clone()) or decode(tokens))
+    pipe(prompts, seed=5, best_of=2, rerank_with=str(cap))
+    pipe(prompts, seed=5, best_of=2, best_of_hard=6, hard_share=0.5, rerank_with=str(cap))
+    pipe(prompts, seed=5, best_of=2, best_of_hard=6, hard_share=0, rerank_with=str(cap))
+    assert drawn == [8, 8, 2 * 4, 8]  # 4 prompts x 2; then 2 prompts x 4 more; hard_share 0 draws no more
+    best_of_2, best_of_hard, none_hard = kept
+    judge = CaptionReranker.from_run(cap)
+    before, after = judge(best_of_2, prompts), judge(best_of_hard, prompts)
+    least_sure, rest = before.argsort()[:2], before.argsort()[2:]
+    assert torch.equal(best_of_hard[rest], best_of_2[rest]) and torch.equal(none_hard, best_of_2)
+    assert (after[least_sure] >= before[least_sure] - 1e-4).all()
+    for bad, match in (({"best_of": 2, "best_of_hard": 2}, "best_of_hard"), ({"best_of_hard": 4}, "best_of above 1"),
+                       ({"best_of": 2, "best_of_hard": 4, "hard_share": 1.5}, "hard_share")):
+        with pytest.raises(PromptError, match=match):
+            pipe(prompts[0], **bad)
+
+
 def test_a_captioner_of_other_codes_or_a_prompt_free_request_is_refused(runs, tmp_path, monkeypatch):
     prior, cap = runs
     pipe = load_pipeline(prior, device="cpu")
@@ -71,9 +100,10 @@ def test_evaluate_prior_writes_a_reranked_evaluation_beside_the_runs_own(runs, c
     prior, cap = runs
     args = ["evaluate-prior", "--prior", str(prior), "--num-prompts", "4", "--no-fid", "--limit", "4"]
     assert main(args) == 0
-    assert main([*args, "--best-of", "2", "--rerank-with", str(cap), "--name", "reranked"]) == 0
+    assert main([*args, "--best-of", "2", "--best-of-hard", "3", "--rerank-with", str(cap), "--name", "reranked"]) == 0
     own, reranked = (json.loads((prior / "eval" / f"{name}.json").read_text()) for name in ("prior", "reranked"))
     assert reranked["sampling"]["best_of"] == 2 and reranked["sampling"]["rerank_with"] == str(cap)
+    assert reranked["sampling"]["best_of_hard"] == 3 and reranked["sampling"]["hard_share"] == 0.5
     assert own["sampling"]["best_of"] == 1 and "overall" in reranked["faithfulness"]
     assert len(list((prior / "eval" / "reranked" / "samples").glob("*.png"))) == 4  # the run's own images stay
     assert len(list((prior / "eval" / "samples").glob("*.png"))) == 4

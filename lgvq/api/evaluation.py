@@ -101,8 +101,8 @@ def evaluate_prior_run(prior: str | Path, *, store: str | Path | None = None, se
     prompt faithfulness for each sampling seed and their mean (the first seed's images in
     RUN/eval/samples, the others in samples_seedN); FID of the first seed's images against the
     data's validation images. `sampling`: cfg_scale, temperature, top_k, top_p, batch_size,
-    best_of, rerank_with. `name`: RUN/eval/NAME.json, and images in RUN/eval/NAME/ unless "prior"
-    (an evaluation at other sampling settings beside the run's own)."""
+    best_of, best_of_hard, hard_share, rerank_with. `name`: RUN/eval/NAME.json, and images in
+    RUN/eval/NAME/ unless "prior" (an evaluation at other sampling settings beside the run's own)."""
     check_evaluation_name(name)  # before any work: it names the files written last
     run = RunDir.of(prior)
     pipe = load_pipeline(run.root, device=resolve_device(device))

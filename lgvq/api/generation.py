@@ -37,8 +37,8 @@ def sample_images(prior: str | Path, *, prompts: Sequence[str] | None = None, cl
                   out: str | Path | None = None, overwrite: bool = False,
                   **sampling) -> tuple[list[Image.Image], list[str] | None]:
     """`num_images` per prompt (or class), in order, and the prompt (class) of each image.
-    `sampling`: cfg_scale, temperature, top_k, top_p, batch_size, best_of, rerank_with (None keeps the
-    run's default).
+    `sampling`: cfg_scale, temperature, top_k, top_p, batch_size, best_of, best_of_hard, hard_share,
+    rerank_with (None keeps the run's default).
     `out`: the folder the images will be saved to, checked before sampling (`check_samples_folder`)."""
     pipe = load_pipeline(prior, device=resolve_device(device))
     kind = pipe.prior.config.conditioning

@@ -76,13 +76,19 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rerank-with", metavar="CAPTIONER",
                    help="a captioner run trained on the prior's code store: keep the sample whose codes make the "
                         "prompt most likely under it instead (with --best-of; text priors)")
+    p.add_argument("--best-of-hard", type=number(int, ">= 0"),
+                   help="samples drawn in all for the images whose best of --best-of scores lowest (0 = none; "
+                        "default: the run's)")
+    p.add_argument("--hard-share", type=number(float, "[0, 1]"),
+                   help="the share of each batch's images that --best-of-hard draws for (default: the run's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
 def sampling_options(args: argparse.Namespace) -> dict:
     return {"cfg_scale": args.cfg, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-            "batch_size": args.batch_size, "best_of": args.best_of, "rerank_with": args.rerank_with}
+            "batch_size": args.batch_size, "best_of": args.best_of, "rerank_with": args.rerank_with,
+            "best_of_hard": args.best_of_hard, "hard_share": args.hard_share}
 
 
 def print_trained(stage: str, model: Path | None) -> int:

@@ -52,6 +52,9 @@ class DatasetRecipe:
     # > 0: the prior is evaluated a second time, each image the best of this many samples by the
     # captioner's likelihood of the prompt (lgvq/priors/rerank.py), after both heads are trained
     reranked_best_of: int = 0
+    # > reranked_best_of: the half of the prompts whose best of reranked_best_of the captioner rates
+    # least likely get this many samples in all (`best_of_hard`)
+    reranked_best_of_hard: int = 0
 
 
 def default_preset(dataset: str) -> str:
@@ -83,7 +86,7 @@ def shapes_recipe(preset: str) -> DatasetRecipe:
         prior=layered("configs/prior/shapes_t2i.yaml", "prior"),
         captioner=layered("configs/heads/shapes_captioner.yaml", "captioner"),
         vqa=layered("configs/heads/shapes_vqa.yaml", "vqa"),
-        reranked_best_of=4 if preset == "quick" else 0)
+        reranked_best_of=4 if preset == "quick" else 0, reranked_best_of_hard=16 if preset == "quick" else 0)
 
 
 def paper_recipe(dataset: str, data_dir: str) -> DatasetRecipe:

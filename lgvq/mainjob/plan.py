@@ -164,11 +164,14 @@ class StageBuilder:
                                          str(o.num_prompts), "--seeds", o.sample_seeds)))
 
     def reranked_evaluation(self) -> Stage:
-        """The prior's faithfulness again, each image the best of N samples by the captioner."""
+        """The prior's faithfulness again, each image the best of N samples by the captioner (of more
+        for the half of the prompts it is least sure of, with `reranked_best_of_hard`)."""
         o = self.options
         return Stage("evaluate-prior-reranked", (
             "lgvq", "evaluate-prior", "--prior", str(self.run.prior.root), "--num-prompts", str(o.num_prompts),
             "--seeds", o.sample_seeds, "--best-of", str(self.r.reranked_best_of),
+            *(("--best-of-hard", str(self.r.reranked_best_of_hard), "--hard-share", "0.5")
+              if self.r.reranked_best_of_hard else ()),
             "--rerank-with", str(self.run.captioner.root), "--name", "reranked", "--no-fid"))
 
     def heads(self) -> tuple[Stage, ...]:

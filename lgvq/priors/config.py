@@ -38,7 +38,7 @@ class SampleConfig:
 
     limits: ClassVar[dict[str, str]] = {
         "temperature": ">= 0", "top_k": ">= 0", "top_p": "(0, 1]", "cfg_scale": ">= 0", "batch_size": ">= 1",
-        "best_of": ">= 1"}
+        "best_of": ">= 1", "best_of_hard": ">= 0", "hard_share": "[0, 1]"}
 
     temperature: float = 1.0
     top_k: int = 0  # 0: no top-k filter
@@ -51,6 +51,10 @@ class SampleConfig:
     # a captioner run (trained on the same code store) whose likelihood of the prompt ranks those
     # samples instead of the prior's own score (text priors; lgvq/priors/rerank.py)
     rerank_with: str | None = None
+    # > best_of: the share `hard_share` of each batch's images whose best of best_of scores lowest
+    # (those the judge is least sure of) get this many samples in all; 0: best_of for every image
+    best_of_hard: int = 0
+    hard_share: float = 0.5
     # decode over preallocated keys and values (lgvq/priors/static_cache.py; false: x-transformers'
     # growing cache): the same tokens; compile_step on CUDA compiles the step as a CUDA graph
     static_cache: bool = True
