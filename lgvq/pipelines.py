@@ -117,16 +117,16 @@ class PriorPipeline:
         tokens, scores = self._draw(part, prompt, texts, best_of, rerank, drawing)
         pick = scores.argmax(1)  # (rows,)
         tokens, best = tokens[torch.arange(len(pick)), pick], scores.gather(1, pick[:, None])[:, 0]
-        hard = _least_sure(best, hard_share) if best_of_hard > best_of else best[:0].long()
-        if len(hard):
-            extra = best_of_hard - best_of
-            grow_bar(len(hard) * extra)
-            more, more_scores = self._draw(_select_condition(part, hard), prompt[hard] if prompt is not None else None,
-                                           [texts[i] for i in hard] if texts is not None else None, extra, rerank,
-                                           drawing)
-            pick = more_scores.argmax(1)
-            better = more_scores.gather(1, pick[:, None])[:, 0] > best[hard]  # a tie keeps the first draw's
-            tokens[hard[better]] = more[torch.arange(len(pick)), pick][better]
+        hard = _least_sure(best, hard_share) if best_of_hard > best_of else []
+        if len(hard) == 0:
+            return tokens
+        extra = best_of_hard - best_of
+        grow_bar(len(hard) * extra)
+        more, more_scores = self._draw(_select_condition(part, hard), prompt[hard] if prompt is not None else None,
+                                       [texts[i] for i in hard] if texts is not None else None, extra, rerank, drawing)
+        pick = more_scores.argmax(1)
+        better = more_scores.gather(1, pick[:, None])[:, 0] > best[hard]  # a tie keeps the first draw's
+        tokens[hard[better]] = more[torch.arange(len(pick)), pick][better]
         return tokens
 
     def _draw(self, part: Condition, prompt: torch.Tensor | None, texts: list[str] | None, k: int, rerank,
@@ -290,8 +290,8 @@ def _check_best_of(best_of: int, best_of_hard: int, hard_share: float) -> None:
     if best_of < 1:
         raise PromptError(f"best_of must be >= 1, not {best_of}")
     if best_of_hard and (best_of == 1 or best_of_hard <= best_of):
-        raise PromptError(f"best_of_hard ({best_of_hard}) is the samples drawn for the least certain images in "
-                          f"all: set best_of above 1 and best_of_hard above best_of ({best_of}), or 0 to turn it off")
+        raise PromptError(f"best_of_hard ({best_of_hard}) counts all the samples drawn for the images the judge is "
+                          f"least sure of: it needs best_of above 1 and must exceed best_of ({best_of}); 0 turns it off")
     if not 0 <= hard_share <= 1:
         raise PromptError(f"hard_share is a share of the images, in [0, 1], not {hard_share}")
 

@@ -197,7 +197,7 @@ def test_pipeline_runs_resumes_after_a_failed_stage_and_reports(tmp_path):
     assert reranked["sampling"]["best_of"] == 4 and (out / "prior" / "eval" / "reranked" / "samples").is_dir()
     assert result["metrics"]["faithful_one_reranked"] == reranked["faithfulness"]["one_object"]
     assert reranked["sampling"]["best_of_hard"] == 16 and reranked["sampling"]["hard_share"] == 0.5
-    assert ("each image the best of 4 samples (16 for the 50% whose best it rates lowest) by the captioner's "
+    assert ("each image the best of 4 samples (16 for the 50% whose best of 4 scores lowest) by the captioner's "
             "likelihood of the prompt") in md
     assert set(result["metrics"]["faithful_per_seed"]) == {"0", "1", "2"}
     assert result["metrics"]["cider_d"] == report["captioning"]["CIDEr-D"]
