@@ -290,8 +290,9 @@ def _check_best_of(best_of: int, best_of_hard: int, hard_share: float) -> None:
     if best_of < 1:
         raise PromptError(f"best_of must be >= 1, not {best_of}")
     if best_of_hard and (best_of == 1 or best_of_hard <= best_of):
-        raise PromptError(f"best_of_hard ({best_of_hard}) counts all the samples drawn for the images the judge is "
-                          f"least sure of: it needs best_of above 1 and must exceed best_of ({best_of}); 0 turns it off")
+        raise PromptError(f"best_of_hard ({best_of_hard}) counts all the samples drawn for the images the judge "
+                          f"is least sure of: it needs best_of above 1 and must exceed best_of ({best_of}); "
+                          f"0 turns it off")
     if not 0 <= hard_share <= 1:
         raise PromptError(f"hard_share is a share of the images, in [0, 1], not {hard_share}")
 

@@ -274,7 +274,8 @@ def _markdown(report: dict, timings: dict, peak_memory: dict) -> str:
         sampling = r.sampling or {}
         n, judge, hard = sampling.get("best_of", "?"), sampling.get("rerank_with"), sampling.get("best_of_hard")
         by = "the captioner's likelihood of the prompt" if judge else "the prior's own score"
-        more = f" ({hard} for the {sampling.get('hard_share', 0.5):.0%} whose best of {n} scores lowest)" if hard else ""
+        share = sampling.get("hard_share", 0.5)
+        more = f" ({hard} for the {share:.0%} whose best of {n} scores lowest)" if hard else ""
         lines.append(f"| prior | faithfulness, one / two objects, each image the best of {n} samples{more} by {by} "
                      f"(mean of seeds {', '.join(map(str, r.sampling_seeds))}) | "
                      f"{_fmt(r.faithful('one_object'), '.1%')} / {_fmt(r.faithful('two_objects'), '.1%')} |")

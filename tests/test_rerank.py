@@ -70,7 +70,8 @@ def test_best_of_hard_draws_more_for_the_images_the_captioner_is_least_sure_of(r
     least_sure, rest = before.argsort()[:2], before.argsort()[2:]
     assert torch.equal(best_of_hard[rest], best_of_2[rest]) and torch.equal(none_hard, best_of_2)
     assert (after[least_sure] >= before[least_sure] - 1e-4).all()
-    for bad, match in (({"best_of": 2, "best_of_hard": 2}, "best_of_hard"), ({"best_of_hard": 4}, "needs best_of above 1"),
+    for bad, match in (({"best_of": 2, "best_of_hard": 2}, "best_of_hard"),
+                       ({"best_of_hard": 4}, "needs best_of above 1"),
                        ({"best_of": 2, "best_of_hard": 4, "hard_share": 1.5}, "hard_share")):
         with pytest.raises(PromptError, match=match):
             pipe(prompts[0], **bad)
